@@ -1,0 +1,17 @@
+"""The root configuration: one tree whose branches mirror the package (world, concepts, data, ...)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kinsul.data.config import DataConfig
+from kinsul.world.concepts import ConceptConfig
+from kinsul.world.config import WorldConfig
+
+
+@dataclass
+class KinsulConfig:
+    world: WorldConfig = field(default_factory=WorldConfig)
+    concepts: ConceptConfig = field(default_factory=ConceptConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    seed: int = 0  # global seed for everything that is not data generation
