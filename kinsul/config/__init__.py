@@ -5,6 +5,12 @@ from kinsul.config.loader import config_hash, known_presets, load_config, save_c
 from kinsul.config.schema import KinsulConfig
 
 __all__ = [
-    "ConfigError", "FieldValueError", "KinsulConfig", "config_hash", "known_presets", "load_config",
-    "save_config", "to_yaml",
+    "ConfigError",
+    "FieldValueError",
+    "KinsulConfig",
+    "config_hash",
+    "known_presets",
+    "load_config",
+    "save_config",
+    "to_yaml",
 ]

@@ -54,7 +54,9 @@ def _load_preset(name: str, seen: tuple[str, ...] = ()) -> list[DictConfig]:
     except Exception as e:  # a YAML syntax error: say which file
         raise ConfigError("preset", f"could not parse '{path}' as YAML: {e}") from e
     if not isinstance(layer, DictConfig):
-        raise ConfigError("preset", f"'{path}' must hold a mapping of config keys, got {type(layer).__name__}")
+        raise ConfigError(
+            "preset", f"'{path}' must hold a mapping of config keys, got {type(layer).__name__}"
+        )
     base = layer.pop("base", None)
     if base is None:
         return [layer]
@@ -83,7 +85,9 @@ def check_keys(layer: Any, cls: type, path: str = "") -> None:
         full = f"{path}{key}"
         if key not in names:
             hint = nearest(str(key), names)
-            suggestion = f"; did you mean '{path}{hint}'?" if hint else f" (valid keys under '{path or '.'}': {names})"
+            suggestion = (
+                f"; did you mean '{path}{hint}'?" if hint else f" (valid keys under '{path or '.'}': {names})"
+            )
             raise ConfigError(full, f"unknown key{suggestion}")
         if _is_dataclass_type(hints[key]):
             value = layer[key]
@@ -117,14 +121,18 @@ def build(cls: type[T], data: dict[str, Any], path: str = "") -> T:
     kwargs = {}
     for f in dataclasses.fields(cls):
         value = data[f.name]
-        kwargs[f.name] = build(hints[f.name], value, f"{path}{f.name}.") if _is_dataclass_type(hints[f.name]) else value
+        kwargs[f.name] = (
+            build(hints[f.name], value, f"{path}{f.name}.") if _is_dataclass_type(hints[f.name]) else value
+        )
     try:
         return cls(**kwargs)
     except FieldValueError as e:
         raise ConfigError(f"{path}{e.field}", f"got {e.value!r}, expected {e.expected}") from None
 
 
-def load_config(preset: str | None = None, overrides: Sequence[str] = (), schema: type[T] = KinsulConfig) -> T:
+def load_config(
+    preset: str | None = None, overrides: Sequence[str] = (), schema: type[T] = KinsulConfig
+) -> T:
     layers = _load_preset(preset) if preset else []
     if overrides:
         layers.append(_parse_overrides(overrides))

@@ -65,7 +65,9 @@ def generate_episodes(cfg: KinsulConfig, split: str, episodes: range) -> dict[st
         for attempt in range(MAX_ATTEMPTS):
             seed = episode_seed(cfg.data.seed, split, ep, attempt)
             expert = ScriptedExpert(env, np.random.default_rng(seed))
-            observations, actions, info = run_expert_episode(env, expert, seed, {"concepts": ROBOT_SPLITS[split]})
+            observations, actions, info = run_expert_episode(
+                env, expert, seed, {"concepts": ROBOT_SPLITS[split]}
+            )
             if info["is_success"]:
                 break
         else:

@@ -23,6 +23,7 @@ from kinsul.data import robot, vlm
 GENERATOR_VERSION = 1  # bump when generated content changes, so caches are rebuilt
 META_FILE = "kinsul_meta.json"  # written last, inside the temporary folder, before the atomic rename
 SHARD = 25  # episodes / samples per work item
+MAX_SHARD_BYTES = 500 * 2**20
 
 
 class DatasetError(RuntimeError):
@@ -49,18 +50,33 @@ def _robot_key(cfg: KinsulConfig) -> tuple:
 
 def _vlm_key(cfg: KinsulConfig) -> tuple:
     d = cfg.data
-    return (cfg.world.image_size, cfg.concepts, d.seed, dataclasses.asdict(d.vlm_samples),
-            d.vlm_min_objects, d.vlm_max_objects, d.loc_bins)
+    return (
+        cfg.world.image_size,
+        cfg.concepts,
+        d.seed,
+        dataclasses.asdict(d.vlm_samples),
+        d.vlm_min_objects,
+        d.vlm_max_objects,
+        d.loc_bins,
+    )
 
 
 KINDS = {
     "robot": Kind(
-        "robot", tuple(robot.ROBOT_SPLITS), lambda c: robot.robot_features(c.data.chunk_size),
-        robot.generate_episodes, lambda c: dataclasses.asdict(c.data.robot_episodes), _robot_key,
+        "robot",
+        tuple(robot.ROBOT_SPLITS),
+        lambda c: robot.robot_features(c.data.chunk_size),
+        robot.generate_episodes,
+        lambda c: dataclasses.asdict(c.data.robot_episodes),
+        _robot_key,
     ),
     "vlm": Kind(
-        "vlm", vlm.VLM_SPLITS, lambda c: vlm.vlm_features(), vlm.generate_samples,
-        lambda c: dataclasses.asdict(c.data.vlm_samples), _vlm_key,
+        "vlm",
+        vlm.VLM_SPLITS,
+        lambda c: vlm.vlm_features(),
+        vlm.generate_samples,
+        lambda c: dataclasses.asdict(c.data.vlm_samples),
+        _vlm_key,
     ),
 }
 
@@ -98,10 +114,16 @@ def generate(cfg: KinsulConfig, kind: str, force: bool = False, progress: bool =
     shutil.rmtree(tmp, ignore_errors=True)
     start = time.perf_counter()
     sizes = k.sizes(cfg)
-    jobs = [(kind, cfg, s, a, min(a + SHARD, n)) for s in k.splits for n in [sizes[s]] for a in range(0, n, SHARD)]
+    jobs = [
+        (kind, cfg, s, a, min(a + SHARD, n)) for s in k.splits for n in [sizes[s]] for a in range(0, n, SHARD)
+    ]
     parts: dict[str, list[tuple[int, dict[str, list]]]] = {s: [] for s in k.splits}
-    bar = tqdm(total=sum(sizes.values()), desc=f"{kind} data", unit="ep" if kind == "robot" else "qa",
-               disable=not progress)
+    bar = tqdm(
+        total=sum(sizes.values()),
+        desc=f"{kind} data",
+        unit="ep" if kind == "robot" else "qa",
+        disable=not progress,
+    )
     with ProcessPoolExecutor(cfg.data.num_workers, mp_context=get_context("fork")) as pool:
         for split, first, cols in pool.map(_work, jobs):
             parts[split].append((first, cols))
@@ -110,11 +132,15 @@ def generate(cfg: KinsulConfig, kind: str, force: bool = False, progress: bool =
     features = k.features(cfg)
     splits = {}
     for split in k.splits:
-        columns = {name: [v for _, cols in sorted(parts[split], key=lambda p: p[0]) for v in cols[name]]
-                   for name in features}
+        columns = {
+            name: [v for _, cols in sorted(parts[split], key=lambda p: p[0]) for v in cols[name]]
+            for name in features
+        }
         splits[split] = Dataset.from_dict(columns, features=features)
     disable_progress_bar()  # one bar per generation is enough
-    DatasetDict(splits).save_to_disk(str(tmp))
+    # explicit shard counts: datasets cannot reload an empty split saved with its default of zero shards
+    shards = {s: 1 + d.data.nbytes // MAX_SHARD_BYTES for s, d in splits.items()}
+    DatasetDict(splits).save_to_disk(str(tmp), num_shards=shards)
     meta = {
         "kind": kind,
         "hash": digest,
@@ -122,8 +148,11 @@ def generate(cfg: KinsulConfig, kind: str, force: bool = False, progress: bool =
         "rows": {s: len(d) for s, d in splits.items()},
         "sizes": sizes,
         "seconds": round(time.perf_counter() - start, 2),
-        "config": {"world": dataclasses.asdict(cfg.world), "concepts": dataclasses.asdict(cfg.concepts),
-                   "data": dataclasses.asdict(cfg.data)},
+        "config": {
+            "world": dataclasses.asdict(cfg.world),
+            "concepts": dataclasses.asdict(cfg.concepts),
+            "data": dataclasses.asdict(cfg.data),
+        },
     }
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
     if final.exists():  # forced regeneration: swap in the new folder
@@ -136,12 +165,16 @@ def open_dataset(path: str | Path, kind: str | None = None) -> DatasetDict:
     """Load a generated dataset folder, or fail naming the folder and what it should contain."""
     path = Path(path)
     if not path.is_dir():
-        raise DatasetError(f"dataset folder '{path}' does not exist: expected a folder written by "
-                           "`kinsul data generate` (run it first)")
+        raise DatasetError(
+            f"dataset folder '{path}' does not exist: expected a folder written by "
+            "`kinsul data generate` (run it first)"
+        )
     meta_path = path / META_FILE
     if not meta_path.is_file():
-        raise DatasetError(f"dataset folder '{path}' has no {META_FILE}: it is incomplete (an interrupted "
-                           "generation?) or not a kinsul dataset; delete it and run `kinsul data generate`")
+        raise DatasetError(
+            f"dataset folder '{path}' has no {META_FILE}: it is incomplete (an interrupted "
+            "generation?) or not a kinsul dataset; delete it and run `kinsul data generate`"
+        )
     try:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as e:
@@ -151,8 +184,10 @@ def open_dataset(path: str | Path, kind: str | None = None) -> DatasetDict:
     try:
         ds = load_from_disk(str(path))
     except Exception as e:
-        raise DatasetError(f"dataset folder '{path}' could not be loaded as a Hugging Face DatasetDict "
-                           f"({type(e).__name__}: {e}): the folder is corrupt; delete it and regenerate") from e
+        raise DatasetError(
+            f"dataset folder '{path}' could not be loaded as a Hugging Face DatasetDict "
+            f"({type(e).__name__}: {e}): the folder is corrupt; delete it and regenerate"
+        ) from e
     expected = set(KINDS[meta["kind"]].splits)
     if not isinstance(ds, DatasetDict) or set(ds) != expected:
         got = sorted(ds) if isinstance(ds, DatasetDict) else type(ds).__name__
@@ -166,6 +201,8 @@ def load(cfg: KinsulConfig, kind: str) -> DatasetDict:
     features = KINDS[kind].features(cfg)
     for split, d in ds.items():
         if d.features != features:
-            raise DatasetError(f"dataset '{dataset_dir(cfg, kind)}' split '{split}' has columns "
-                               f"{d.features}, expected {features}")
+            raise DatasetError(
+                f"dataset '{dataset_dir(cfg, kind)}' split '{split}' has columns "
+                f"{d.features}, expected {features}"
+            )
     return ds

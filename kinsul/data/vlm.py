@@ -44,7 +44,7 @@ def _unique(scene: Scene, i: int, attr: str) -> bool:
 
 
 def ask(scene: Scene, qtype: str, rng: np.random.Generator, loc_bins: int) -> tuple[str, str] | None:
-    """A (question, answer) of ``qtype`` about ``scene``, or None when the scene cannot pose one unambiguously."""
+    """A (question, answer) of ``qtype`` about ``scene``; None when the scene cannot pose it unambiguously."""
     objs = scene.objects
     i = int(rng.integers(len(objs)))
     o = objs[i]
@@ -89,7 +89,7 @@ def mentions_heldout(text: str, concepts: ConceptConfig) -> bool:
 
 
 def generate_samples(cfg: KinsulConfig, split: str, indices: range) -> dict[str, list]:
-    """Question types are balanced: sample ``k`` asks type ``k mod 7`` (redrawing scenes that cannot pose it)."""
+    """Question types are balanced: sample ``k`` asks type ``k mod 7`` (redrawing unfit scenes)."""
     renderer = Renderer(cfg.world.image_size)
     d = cfg.data
     cols: dict[str, list] = {k: [] for k in vlm_features()}

@@ -11,6 +11,15 @@ if ENV_ID not in gym.registry:
     gym.register(id=ENV_ID, entry_point="kinsul.world.env:KinsulWorldEnv")
 
 __all__ = [
-    "ACTION_DIM", "COLOURS", "ENV_ID", "REGIONS", "SHAPES", "SIZES", "STATE_DIM", "TASK_FAMILIES",
-    "ConceptConfig", "KinsulWorldEnv", "WorldConfig",
+    "ACTION_DIM",
+    "COLOURS",
+    "ENV_ID",
+    "REGIONS",
+    "SHAPES",
+    "SIZES",
+    "STATE_DIM",
+    "TASK_FAMILIES",
+    "ConceptConfig",
+    "KinsulWorldEnv",
+    "WorldConfig",
 ]

@@ -37,7 +37,9 @@ class ConceptConfig:
                 if v not in known:
                     raise FieldValueError(name, v, f"names from {list(known)}")
         if len(self.heldout_colours) >= len(COLOURS) or len(self.heldout_shapes) >= len(SHAPES):
-            raise FieldValueError("heldout_colours/heldout_shapes", None, "at least one seen colour and shape")
+            raise FieldValueError(
+                "heldout_colours/heldout_shapes", None, "at least one seen colour and shape"
+            )
 
     def is_heldout(self, colour: str, shape: str) -> bool:
         return colour in self.heldout_colours or shape in self.heldout_shapes

@@ -119,7 +119,7 @@ class KinsulWorldEnv(gym.Env):
                 return
 
     def _push(self) -> None:
-        """A closed, empty gripper is a rigid disc: objects it overlaps are moved out along the contact normal."""
+        """A closed, empty gripper is a rigid disc: objects it overlaps move out along the contact normal."""
         sc = self.scene
         for i, o in enumerate(sc.objects):
             d = o.pos - sc.gripper
@@ -148,6 +148,7 @@ class KinsulWorldEnv(gym.Env):
         n = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
         if not heldout and not distractors:
             return sample_scene(rng, n), None
+
         def pick(options: list[str]) -> str:
             return options[rng.integers(len(options))]
 
@@ -194,4 +195,3 @@ class KinsulWorldEnv(gym.Env):
             "first_interaction": self.first_interaction,
             "is_success": success,
         }
-

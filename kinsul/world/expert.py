@@ -84,8 +84,9 @@ class ScriptedExpert:
         rel = obj.pos - sc.gripper
         along = float(rel @ d)
         lateral = rel - along * d
-        if self.phase == "push" and (along < 0 or np.linalg.norm(lateral) > 0.6 * obj.radius or
-                                     np.linalg.norm(rel) > contact + 0.04):
+        if self.phase == "push" and (
+            along < 0 or np.linalg.norm(lateral) > 0.6 * obj.radius or np.linalg.norm(rel) > contact + 0.04
+        ):
             self.phase = "approach"  # lost the object: go around and behind it again
         if self.phase != "push":
             behind = np.clip(obj.pos - d * (contact + 0.02), 0.0, 1.0)

@@ -23,8 +23,8 @@ WORDS: tuple[str, ...] = tuple(
         | set(SIZES)
         | set(REGIONS)
         | {w for ts in TEMPLATES.values() for t in ts for w in t.split() if not w.startswith("{")}
-        | set("the object left of right above below a an and is are there what which how many where side on".split())
-        | set("colour shape objects".split())
+        | set("the object left of right above below a an and is are there".split())
+        | set("what which how many where side on colour shape objects".split())
         | {str(i) for i in range(10)}
     )
 )
@@ -54,7 +54,9 @@ def unique_relations(scene: Scene, i: int) -> list[tuple[str, int]]:
         if ref == i:
             continue
         for rel, ax in axis.items():
-            holders = [j for j in range(len(scene.objects)) if j != ref and relation_holds(scene, j, ref, rel)]
+            holders = [
+                j for j in range(len(scene.objects)) if j != ref and relation_holds(scene, j, ref, rel)
+            ]
             gap = abs(scene.objects[i].pos[ax] - scene.objects[ref].pos[ax])
             if holders == [i] and gap > RELATION_MARGIN:
                 out.append((rel, ref))

@@ -1,4 +1,4 @@
-"""Numpy renderer: precomputed boolean sprites stamped onto a background, so a 64x64 frame costs microseconds."""
+"""Numpy renderer: precomputed boolean sprites stamped on a background; a 64x64 frame costs microseconds."""
 
 from __future__ import annotations
 

@@ -1,0 +1,137 @@
+"""`kinsul <verb>`: each verb is a plain function; options belong in the config, not in new flags."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+from kinsul.config import ConfigError, KinsulConfig, load_config, to_yaml
+
+
+def _split(args: Sequence[str]) -> tuple[str | None, list[str]]:
+    """``[PRESET] [key=value ...]``: a first word without '=' names a preset (ablations/) or a YAML file."""
+    args = list(args)
+    preset = args.pop(0) if args and "=" not in args[0] else None
+    return preset, args
+
+
+def _config(args: Sequence[str]) -> KinsulConfig:
+    preset, overrides = _split(args)
+    return load_config(preset, overrides)
+
+
+def cmd_config(ns: argparse.Namespace) -> None:
+    print(to_yaml(_config(ns.overrides)), end="")
+
+
+def cmd_data_generate(ns: argparse.Namespace) -> None:
+    from kinsul.data.store import generate, open_dataset
+    from kinsul.data.summary import summarize
+
+    cfg = _config(ns.overrides)
+    for kind in ("robot", "vlm"):
+        start = time.perf_counter()
+        path = generate(cfg, kind, force=ns.force)
+        print(f"\n{kind} dataset: {path}  ({time.perf_counter() - start:.1f} s)")
+        print(summarize(kind, open_dataset(path, kind)))
+
+
+def cmd_data_info(ns: argparse.Namespace) -> None:
+    from kinsul.data.store import dataset_dir, open_dataset
+    from kinsul.data.summary import summarize
+
+    cfg = _config(ns.overrides)
+    for kind in ("robot", "vlm"):
+        path = dataset_dir(cfg, kind)
+        print(f"\n{kind} dataset: {path}")
+        print(summarize(kind, open_dataset(path, kind)))
+
+
+def cmd_world_gallery(ns: argparse.Namespace) -> None:
+    from kinsul.world import KinsulWorldEnv
+    from kinsul.world.gallery import gallery
+
+    cfg = _config(ns.overrides)
+    path = gallery(KinsulWorldEnv(cfg.world, cfg.concepts), ns.out, per_family=ns.columns, seed=cfg.seed)
+    print(f"wrote {path}")
+
+
+def cmd_bench(ns: argparse.Namespace) -> None:
+    from kinsul.bench import BENCHMARKS
+    from kinsul.bench.record import record
+    from kinsul.config.errors import unknown_name_message
+
+    names = list(BENCHMARKS) if ns.names == ["all"] else ns.names
+    for name in names:
+        if name not in BENCHMARKS:
+            raise ConfigError("bench", unknown_name_message("benchmark", name, [*BENCHMARKS, "all"]))
+    for name in names:
+        result = record(name, BENCHMARKS[name](), ns.docs)
+        ok = {True: "ok", False: "MISSES GOAL", None: ""}[result.get("ok")]
+        print(f"{name}: {result['value']} {result.get('unit', '')}  (goal {result.get('goal', '-')}) {ok}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kinsul", description=__doc__)
+    sub = parser.add_subparsers(dest="verb", required=True)
+
+    def verb(name: str, fn, help: str, parent=sub) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help, description=help)
+        p.set_defaults(fn=fn)
+        return p
+
+    def overrides(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "overrides",
+            nargs="*",
+            metavar="[PRESET] KEY=VALUE",
+            help="an optional preset (ablations/NAME.yaml or a YAML path) then dot-list overrides",
+        )
+
+    overrides(verb("config", cmd_config, "print the resolved configuration"))
+
+    data = sub.add_parser("data", help="generate and inspect datasets").add_subparsers(
+        dest="data_verb", required=True
+    )
+    p = verb("generate", cmd_data_generate, "generate (or reuse) the robot and VLM datasets", data)
+    p.add_argument("--force", action="store_true", help="regenerate even if a cached dataset exists")
+    overrides(p)
+    overrides(verb("info", cmd_data_info, "summarise generated datasets", data))
+
+    world = sub.add_parser("world", help="the embedded world").add_subparsers(
+        dest="world_verb", required=True
+    )
+    p = verb("gallery", cmd_world_gallery, "render a picture of scenes with their instructions", world)
+    p.add_argument("--out", default="docs/images/world.png")
+    p.add_argument("--columns", type=int, default=4)
+    overrides(p)
+
+    p = verb("bench", cmd_bench, "run benchmarks and record them in docs/benchmarks.{json,md}")
+    p.add_argument("names", nargs="*", default=["all"], help="benchmark names, or 'all'")
+    p.add_argument("--docs", default="docs", help="folder of benchmarks.json and benchmarks.md")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    ns = build_parser().parse_args(argv)
+    try:
+        ns.fn(ns)
+    except ConfigError as e:
+        print(f"kinsul: configuration error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        from kinsul.data.store import DatasetError
+
+        if isinstance(e, DatasetError):
+            print(f"kinsul: dataset error: {e}", file=sys.stderr)
+            return 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

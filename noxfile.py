@@ -1,0 +1,25 @@
+"""nox sessions: tests, lint, bench; each installs kinsul from this checkout (torch pinned: CPU wheel)."""
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    session.install("-e", ".[dev]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Run every benchmark and rewrite docs/benchmarks.{json,md}."""
+    session.install("-e", ".")
+    session.run("kinsul", "bench", *(session.posargs or ["all"]))

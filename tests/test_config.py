@@ -1,0 +1,78 @@
+from dataclasses import asdict
+
+import pytest
+from omegaconf import OmegaConf
+
+from kinsul.cli import main
+from kinsul.config import ConfigError, KinsulConfig, load_config, save_config
+from kinsul.config.loader import PRESET_DIR
+
+
+def error(overrides=(), preset=None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(preset, overrides)
+    return str(info.value)
+
+
+def test_defaults_validate_and_override():
+    cfg = load_config(overrides=["world.image_size=32", "concepts.heldout_colours=[red]"])
+    assert cfg.world.image_size == 32 and cfg.concepts.heldout_colours == ["red"]
+    assert cfg.world.max_objects == KinsulConfig().world.max_objects
+
+
+def test_unknown_key_names_full_path_and_nearest():
+    msg = error(["data.robot_episodes.trian=3"])
+    assert "'data.robot_episodes.trian'" in msg and "did you mean 'data.robot_episodes.train'" in msg
+    assert "did you mean 'world'" in error(["wrld.image_size=3"])
+
+
+def test_wrong_type_names_key_value_and_expected_type():
+    msg = error(["world.image_size=abc"])
+    assert "'world.image_size'" in msg and "'abc'" in msg and "expected int" in msg
+    msg = error(["data.robot_episodes=5"])
+    assert "'data.robot_episodes'" in msg and "got 5" in msg and "train" in msg
+
+
+def test_out_of_range_names_full_path_value_and_range():
+    msg = error(["data.robot_episodes.probe=-1"])
+    assert "'data.robot_episodes.probe'" in msg and "got -1" in msg and "[0, 10000000]" in msg
+    msg = error(["world.max_objects=9"])
+    assert "'world.max_objects'" in msg and "got 9" in msg
+    msg = error(["concepts.heldout_shapes=[hexagon]"])
+    assert "'concepts.heldout_shapes'" in msg and "'hexagon'" in msg and "star" in msg
+
+
+def test_bad_override_syntax_and_unknown_preset():
+    assert "key.path=value" in error(["world.image_size"])
+    msg = error(preset="mikro")
+    assert "did you mean 'micro'" in msg and "micro" in msg
+
+
+def test_presets_only_override_what_differs():
+    """Every leaf a preset sets must differ from the default: presets are diffs, not copies."""
+    defaults = OmegaConf.to_container(OmegaConf.structured(KinsulConfig))
+    for path in PRESET_DIR.glob("*.yaml"):
+        layer = OmegaConf.to_container(OmegaConf.load(path))
+        layer.pop("base", None)
+
+        def walk(node, ref, key="", path=path):
+            for k, v in node.items():
+                if isinstance(v, dict) and isinstance(ref.get(k), dict):
+                    walk(v, ref[k], f"{key}{k}.")
+                else:
+                    assert ref.get(k) != v, f"{path.name} repeats the default of {key}{k}"
+
+        walk(layer, defaults)
+
+
+def test_resolved_config_saves_and_reloads(tmp_path):
+    cfg = load_config("micro", ["world.image_size=48"])
+    path = save_config(cfg, tmp_path / "config.yaml")
+    assert asdict(load_config(str(path))) == asdict(cfg)
+
+
+def test_cli_config_prints_and_rejects(capsys):
+    assert main(["config", "micro", "world.image_size=40"]) == 0
+    assert "image_size: 40" in capsys.readouterr().out
+    assert main(["config", "world.image_siz=40"]) == 2
+    assert "did you mean 'world.image_size'" in capsys.readouterr().err
