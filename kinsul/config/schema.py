@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kinsul.data.config import DataConfig
+from kinsul.models.config import ModelConfig
 from kinsul.world.concepts import ConceptConfig
 from kinsul.world.config import WorldConfig
 
@@ -14,4 +15,5 @@ class KinsulConfig:
     world: WorldConfig = field(default_factory=WorldConfig)
     concepts: ConceptConfig = field(default_factory=ConceptConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     seed: int = 0  # global seed for everything that is not data generation
