@@ -59,6 +59,43 @@ def cmd_world_gallery(ns: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def cmd_pretrain_vlm(ns: argparse.Namespace) -> None:
+    from kinsul.models.pretrained import read_meta
+    from kinsul.training.pretrain import pretrain_vlm
+
+    cfg = _config(ns.overrides)
+    path = pretrain_vlm(cfg, fresh=ns.fresh)
+    meta = read_meta(path)
+    print(
+        f"\npretrained VLM saved to {path}  ({meta['parameters']:,} parameters, "
+        f"{meta['train_seconds_this_run']} s this run)"
+    )
+    print(f"{'question type':<15}{'probe accuracy':>15}")
+    for q, acc in meta["probe_accuracy"].items():
+        print(f"{q:<15}{acc:>15.3f}")
+
+
+def cmd_train(ns: argparse.Namespace) -> None:
+    from kinsul.training.train import train
+
+    cfg = _config(ns.overrides)
+    run_dir = train(cfg, resume=ns.resume)
+    print(f"\nrun folder: {run_dir}  (config.yaml, checkpoints/last.ckpt, checkpoints/best.ckpt)")
+    if cfg.tracking.enabled:
+        print(f"MLflow: {cfg.tracking.uri}, experiment '{cfg.tracking.experiment}'; browse with `kinsul ui`")
+
+
+def cmd_ui(ns: argparse.Namespace) -> None:
+    import subprocess
+
+    cfg = _config(ns.overrides)
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    print(f"MLflow UI for {cfg.tracking.uri}: http://127.0.0.1:{ns.port}  (Ctrl-C stops it)", flush=True)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", cfg.tracking.uri, "--host", "127.0.0.1",
+           "--port", str(ns.port)]  # fmt: skip
+    subprocess.run(cmd, env=env, check=False)
+
+
 def cmd_bench(ns: argparse.Namespace) -> None:
     from kinsul.bench import BENCHMARKS
     from kinsul.bench.record import record
@@ -109,6 +146,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--columns", type=int, default=4)
     overrides(p)
 
+    p = verb(
+        "pretrain-vlm", cmd_pretrain_vlm, "pretrain the VLM backbone on the VLM data (resumes if interrupted)"
+    )
+    p.add_argument("--fresh", action="store_true", help="discard checkpoints of this config and start over")
+    overrides(p)
+
+    p = verb("train", cmd_train, "train a VLA with a strategy (strategy.name=...), logging to MLflow")
+    p.add_argument("--resume", action="store_true", help="continue the run folder's last checkpoint")
+    overrides(p)
+
+    p = verb("ui", cmd_ui, "start the MLflow UI on the tracking store, bound to 127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    overrides(p)
+
     p = verb("bench", cmd_bench, "run benchmarks and record them in docs/benchmarks.{json,md}")
     p.add_argument("names", nargs="*", default=["all"], help="benchmark names, or 'all'")
     p.add_argument("--docs", default="docs", help="folder of benchmarks.json and benchmarks.md")
@@ -125,9 +176,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except Exception as e:
         from kinsul.data.store import DatasetError
+        from kinsul.models.backbone import BackboneError
+        from kinsul.models.build import ShapeMismatchError
+        from kinsul.models.pretrained import PretrainedVLMNotFound
+        from kinsul.strategies.base import StrategyError
 
-        if isinstance(e, DatasetError):
-            print(f"kinsul: dataset error: {e}", file=sys.stderr)
+        if isinstance(
+            e,
+            DatasetError
+            | BackboneError
+            | ShapeMismatchError
+            | PretrainedVLMNotFound
+            | StrategyError
+            | FileExistsError,
+        ):
+            print(f"kinsul: {type(e).__name__}: {e}", file=sys.stderr)
             return 2
         raise
     return 0

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from kinsul.bench import world
+from kinsul.bench import models, train, world
 
 BENCHMARKS: dict[str, Callable[[], dict]] = {
     "world_step": world.world_step,
     "generate_demos": world.generate_demos,
+    "param_counts": models.param_counts,
+    "chunk_latency": models.chunk_latency,
+    "bf16_step": models.bf16_step,
+    "vlm_probe": models.vlm_probe,
+    "strategy_steps": train.strategy_steps,
 }

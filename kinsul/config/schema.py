@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from kinsul.data.config import DataConfig
 from kinsul.models.config import ModelConfig
+from kinsul.training.config import PretrainConfig, StrategyConfig, TrackingConfig, TrainerConfig
 from kinsul.world.concepts import ConceptConfig
 from kinsul.world.config import WorldConfig
 
@@ -16,4 +17,8 @@ class KinsulConfig:
     concepts: ConceptConfig = field(default_factory=ConceptConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     seed: int = 0  # global seed for everything that is not data generation

@@ -26,7 +26,7 @@ class DataConfig:
     # Episodes per split; 'probe' demonstrations target held-out concepts and are never trained on.
     robot_episodes: SplitSizes = field(default_factory=lambda: SplitSizes(1000, 50, 100))
     # Question/answer samples per split; 'probe' is the knowledge-retention probe.
-    vlm_samples: SplitSizes = field(default_factory=lambda: SplitSizes(20_000, 500, 1000))
+    vlm_samples: SplitSizes = field(default_factory=lambda: SplitSizes(50_000, 500, 1400))
     vlm_min_objects: int = 1  # objects per VLM scene, lower bound
     vlm_max_objects: int = 4  # objects per VLM scene, upper bound
     loc_bins: int = 16  # localisation answers: table coordinates discretised into this many bins per axis

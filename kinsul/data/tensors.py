@@ -49,3 +49,51 @@ class VLMTensors:
         suffix = suffix[:, : int((suffix != pad_id).sum(1).max())]
         state = torch.zeros(len(idx), 0)
         return Observation(self.images[idx], state, text, text != pad_id), suffix, suffix != pad_id
+
+
+@dataclass
+class RobotBatch:
+    obs: Observation
+    actions: torch.Tensor  # (B, H, A) float32 target chunk
+    action_pad: torch.Tensor  # (B, H) bool, True past the episode end
+    fast_ids: torch.Tensor  # (B, F) <sep> + FAST tokens + <eos>, right-padded
+    fast_mask: torch.Tensor  # (B, F) bool
+
+
+@dataclass
+class RobotTensors:
+    images: torch.Tensor  # (N, H, W, 3) uint8
+    state: torch.Tensor  # (N, S) float32
+    text_ids: torch.Tensor  # (N, L) <bos> + instruction
+    actions: torch.Tensor  # (N, H, A)
+    action_pad: torch.Tensor  # (N, H) bool
+    fast_ids: torch.Tensor  # (N, F)
+    heldout: torch.Tensor  # (N,) bool
+
+    @classmethod
+    def from_dataset(cls, ds: Dataset, tok: TextTokenizer, fast, max_text_len: int, max_fast_len: int):
+        cols = ds.with_format("numpy", columns=["state", "actions", "action_pad", "heldout"])[:]
+        actions = cols["actions"].astype(np.float32)
+        fast_seqs = [
+            [tok.sep_id, *tok.action_ids(fast.encode(a))[:max_fast_len], tok.eos_id] for a in actions
+        ]
+        return cls(
+            images=decode_images(ds),
+            state=torch.from_numpy(cols["state"].astype(np.float32)),
+            text_ids=prompt_ids(tok, ds["instruction"], max_text_len),
+            actions=torch.from_numpy(actions),
+            action_pad=torch.from_numpy(cols["action_pad"].astype(bool)),
+            fast_ids=tok.batch(fast_seqs).ids,
+            heldout=torch.from_numpy(cols["heldout"].astype(bool)),
+        )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(self, idx: torch.Tensor, pad_id: int) -> RobotBatch:
+        text = self.text_ids[idx]
+        text = text[:, : int((text != pad_id).sum(1).max())]
+        fast = self.fast_ids[idx]
+        fast = fast[:, : int((fast != pad_id).sum(1).max())]
+        obs = Observation(self.images[idx], self.state[idx], text, text != pad_id)
+        return RobotBatch(obs, self.actions[idx], self.action_pad[idx], fast, fast != pad_id)

@@ -46,5 +46,6 @@ def build_vla(cfg: ModelConfig, tokenizer: TextTokenizer, spec: DataSpec, with_e
         expert = ActionExpert(backbone.config.text_config, d["e_hidden"], d["e_mlp"], spec.action_dim,
                               spec.state_dim, spec.horizon, cfg.state_token)  # fmt: skip
     vla = VLA(backbone, expert, tokenizer)
+    vla.set_image_normalization(tuple(cfg.image_mean), tuple(cfg.image_std))
     vla.spec = spec
     return vla

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kinsul.config.errors import FieldValueError, check_choice, check_range
 
@@ -36,6 +36,11 @@ class ModelConfig:
     max_text_len: int = 24  # instruction / question tokens after truncation
     max_fast_len: int = 40  # FAST tokens per chunk after truncation (plus an end token)
     state_token: bool = True  # the robot state enters the expert as one continuous token
+    # Pixel normalisation (an image processor's image_mean / image_std). The default centres KinsulWorld's
+    # table colour on zero and amplifies what differs from it, so small objects stand out in 16-pixel patches;
+    # use [0.5, 0.5, 0.5] / [0.5, 0.5, 0.5] for a real SigLIP / PaliGemma checkpoint.
+    image_mean: list[float] = field(default_factory=lambda: [222 / 255, 214 / 255, 196 / 255])
+    image_std: list[float] = field(default_factory=lambda: [0.1, 0.1, 0.1])
 
     def __post_init__(self) -> None:
         check_choice("size", self.size, SIZE_PRESETS)
@@ -46,6 +51,10 @@ class ModelConfig:
         check_range("time_beta_beta", self.time_beta_beta, 1e-3, 100)
         check_range("max_text_len", self.max_text_len, 4, 4096)
         check_range("max_fast_len", self.max_fast_len, 4, 4096)
+        for name in ("image_mean", "image_std"):
+            value = getattr(self, name)
+            if len(value) != 3 or (name == "image_std" and min(value) <= 0):
+                raise FieldValueError(name, value, "three numbers (RGB), std > 0")
         if self.pretrained_path == "":
             raise FieldValueError("pretrained_path", self.pretrained_path, "a folder path or null")
 

@@ -34,6 +34,15 @@ class VLA(nn.Module):
         self.expert = expert
         self.tokenizer = tokenizer
         self.backbone_calls = 0  # prefix encodings at inference; tests check one per chunk
+        # Image normalisation, as an image processor's image_mean/std: SigLIP's default maps to [-1, 1].
+        self.register_buffer("image_mean", torch.full((1, 3, 1, 1), 0.5), persistent=False)
+        self.register_buffer("image_std", torch.full((1, 3, 1, 1), 0.5), persistent=False)
+
+    def set_image_normalization(
+        self, mean: tuple[float, float, float], std: tuple[float, float, float]
+    ) -> None:
+        self.image_mean.copy_(torch.tensor(mean).view(1, 3, 1, 1))
+        self.image_std.copy_(torch.tensor(std).view(1, 3, 1, 1))
 
     # -- building blocks -----------------------------------------------------------------------------
     @property
@@ -42,7 +51,7 @@ class VLA(nn.Module):
 
     def embed_prefix(self, obs: Observation) -> tuple[torch.Tensor, torch.Tensor]:
         """[image tokens | text tokens] embeddings (B, P, d) and their validity (B, P)."""
-        pixels = obs.images.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # SigLIP expects [-1, 1]
+        pixels = (obs.images.permute(0, 3, 1, 2).float() / 255.0 - self.image_mean) / self.image_std
         image = self.backbone.model.get_image_features(pixel_values=pixels).pooler_output
         text = self.lm.embed_tokens(obs.text_ids).to(image.dtype)
         valid = torch.cat(
@@ -113,7 +122,7 @@ class VLA(nn.Module):
 
         return euler_sample(velocity, noise, steps)
 
-    def generate_fast(self, obs: Observation, max_len: int) -> list[list[int]]:
+    def generate_fast(self, obs: Observation, max_len: int, stop_at_eos: bool = True) -> list[list[int]]:
         """Greedy autoregressive FAST tokens after the prefix (one backbone step per token, KV-cached).
 
         Returns FAST ids (without the vocabulary offset) per example, stopped at <eos>.
@@ -138,7 +147,7 @@ class VLA(nn.Module):
             nxt = torch.where(done, torch.full_like(nxt, tok.eos_id), nxt)
             out = torch.cat([out, nxt[:, None]], 1)
             done |= nxt == tok.eos_id
-            if done.all():
+            if stop_at_eos and done.all():
                 break
             current = nxt[:, None]
         result = []

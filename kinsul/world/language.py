@@ -24,7 +24,7 @@ WORDS: tuple[str, ...] = tuple(
         | set(REGIONS)
         | {w for ts in TEMPLATES.values() for t in ts for w in t.split() if not w.startswith("{")}
         | set("the object left of right above below a an and is are there".split())
-        | set("what which how many where side on colour shape objects".split())
+        | set("what which how many where side on colour shape objects caption".split())
         | {str(i) for i in range(10)}
     )
 )

@@ -1,0 +1,131 @@
+"""Benchmarks of the neural parts: parameter counts, VLM probe accuracy, chunk latency, bf16 vs fp32."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from kinsul.config import load_config
+from kinsul.data.batch import Observation
+from kinsul.models.build import build_vla
+from kinsul.models.config import SIZE_PRESETS, ModelConfig
+from kinsul.models.flow import interpolate, sample_time
+from kinsul.models.vla import flow_loss, token_loss
+from kinsul.training.pretrain import data_spec, make_tokenizer
+
+
+def _count(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def param_counts() -> dict:
+    cfg = load_config()
+    tok = make_tokenizer(cfg)
+    details = {}
+    for size in SIZE_PRESETS:
+        vla = build_vla(ModelConfig(size=size), tok, data_spec(cfg))
+        bb = vla.backbone.model
+        details[f"{size}_vision"] = _count(bb.vision_tower) + _count(bb.multi_modal_projector)
+        details[f"{size}_text"] = _count(bb.language_model)
+        details[f"{size}_expert"] = _count(vla.expert)
+    tiny = details["tiny_vision"] + details["tiny_text"]
+    return {"value": tiny, "unit": "backbone parameters (tiny)", "goal": "a few million", "ok": None,
+            "command": "kinsul bench param_counts", "details": details}  # fmt: skip
+
+
+def _obs(cfg, tok, batch: int) -> Observation:
+    g = torch.Generator().manual_seed(0)
+    s = cfg.world.image_size
+    enc = tok.batch([[tok.bos_id, *tok.encode("put the red square on the blue circle")]] * batch)
+    images = torch.randint(0, 256, (batch, s, s, 3), dtype=torch.uint8, generator=g)
+    return Observation(images, torch.rand(batch, 4, generator=g), enc.ids, enc.mask)
+
+
+def _median_ms(fn, warmup: int = 3, repeats: int = 20) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(1000 * (time.perf_counter() - start))
+    return statistics.median(times)
+
+
+def chunk_latency(fast_tokens: int = 14) -> dict:
+    """Per-chunk latency at batch 1: the flow expert (backbone once + 10 Euler steps over its cache) vs
+    pi0-FAST decoding of ``fast_tokens`` tokens (the mean FAST length of KinsulWorld chunks at scale 10,
+    forced, so weights do not change the count)."""
+    cfg = load_config()
+    tok = make_tokenizer(cfg)
+    vla = build_vla(cfg.model, tok, data_spec(cfg)).eval()
+    obs = _obs(cfg, tok, 1)
+    with torch.inference_mode():
+        flow_ms = _median_ms(lambda: vla.sample_actions(obs, steps=cfg.model.flow_steps))
+        fast_ms = _median_ms(
+            lambda: vla.generate_fast(obs, max_len=fast_tokens, stop_at_eos=False), repeats=10
+        )
+    ratio = fast_ms / flow_ms
+    return {"value": round(ratio, 2), "unit": "x (FAST ms / flow ms)", "goal": ">= 5x", "ok": ratio >= 5,
+            "command": "kinsul bench chunk_latency",
+            "details": {"chunk_ms_flow": round(flow_ms, 2), "chunk_ms_fast": round(fast_ms, 2),
+                        "fast_tokens": fast_tokens, "flow_steps": cfg.model.flow_steps, "size": cfg.model.size,
+                        "backbone_passes_flow": 1, "backbone_passes_fast": fast_tokens + 1}}  # fmt: skip
+
+
+def bf16_step(batch: int = 32) -> dict:
+    """Training-step time (forward + backward + AdamW) of the joint pass (FAST tokens + flow expert) at the
+    tiny preset, fp32 vs torch.autocast(bfloat16) on the CPU."""
+    cfg = load_config()
+    tok = make_tokenizer(cfg)
+    torch.manual_seed(0)
+    vla = build_vla(cfg.model, tok, data_spec(cfg))
+    obs = _obs(cfg, tok, batch)
+    suffix = tok.batch([[tok.sep_id, *tok.action_ids(list(range(14))), tok.eos_id]] * batch)
+    actions = torch.rand(batch, cfg.data.chunk_size, 3) * 2 - 1
+    opt = torch.optim.AdamW(vla.parameters(), lr=1e-4)
+
+    def step(bf16: bool):
+        def run():
+            x_t, u = interpolate(actions, torch.randn_like(actions), sample_time(batch, 1.5, 1.0))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = vla(obs, suffix.ids, suffix.mask, x_t, sample_time(batch, 1.5, 1.0))
+                loss = token_loss(out.suffix_logits, suffix.ids, suffix.mask) + flow_loss(out.velocity, u)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        return run
+
+    fp32 = _median_ms(step(False), repeats=10)
+    bf16 = _median_ms(step(True), repeats=10)
+    return {"value": round(bf16 / fp32, 2), "unit": "x (bf16 ms / fp32 ms)", "goal": "measure; pick per preset",
+            "ok": None, "command": "kinsul bench bf16_step",
+            "details": {"fp32_step_ms": round(fp32, 1), "bf16_step_ms": round(bf16, 1), "batch": batch,
+                        "size": cfg.model.size}}  # fmt: skip
+
+
+def vlm_probe() -> dict:
+    """Probe accuracy of the default pretrained VLM (the shipped copy unless a local cache overrides it),
+    re-measured here on the VLM probe split; the pretraining wall time is the one its run recorded."""
+    from kinsul.data import store
+    from kinsul.data.tensors import VLMTensors
+    from kinsul.evaluation.probe import probe_accuracy
+    from kinsul.models import pretrained
+
+    cfg = load_config()
+    path = pretrained.resolve(cfg)
+    meta = pretrained.read_meta(path)
+    cfg.model.pretrained_path = str(path)
+    tok = make_tokenizer(cfg)
+    vla = build_vla(cfg.model, tok, data_spec(cfg), with_expert=False)
+    probe = VLMTensors.from_dataset(store.load(cfg, "vlm")["probe"], tok, cfg.model.max_text_len)
+    acc = probe_accuracy(vla, probe)
+    worst = min(v for k, v in acc.items() if k != "mean")
+    return {"value": round(worst, 3), "unit": "probe accuracy, worst question type", "goal": ">= 0.9 on every type",
+            "ok": worst >= 0.9, "command": "kinsul data generate && kinsul bench vlm_probe",
+            "details": {**{f"acc_{k}": round(v, 3) for k, v in acc.items()},
+                        "pretrain_minutes": round(meta["train_seconds_this_run"] / 60, 1),
+                        "pretrain_command": meta["command"], "steps": meta["steps"], "model": meta["name"]}}  # fmt: skip

@@ -1,0 +1,1 @@
+"""Evaluation: VLM probe accuracy (knowledge retention), and later rollouts and latency."""

@@ -1,0 +1,77 @@
+"""The strategy protocol: everything that distinguishes one gradient-flow mode from another.
+
+The model exposes hooks (the expert's view of the backbone keys/values, loss terms, parameters); a strategy
+decides them; the LightningModule only composes. Built-ins and third-party plugins register through the same
+entry-point group, ``kinsul.strategies``; each entry point names a factory ``(options: dict) -> Strategy``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+LOSS_TERMS = (
+    "fm",
+    "fast",
+    "vlm",
+)  # flow matching (expert), FAST next-token (backbone), VLM answers (backbone)
+DECODINGS = ("flow", "fast")
+
+
+@dataclass
+class ParamGroup:
+    """One optimizer group: its parameters train at ``lr * lr_scale``."""
+
+    name: str
+    params: list[nn.Parameter] = field(repr=False)
+    lr_scale: float = 1.0
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    name: str
+    description: str
+    loss_weights: dict[str, float]  # active loss terms (subset of LOSS_TERMS) and their default weights
+    vlm_ratio: float  # VLM samples per robot sample mixed into each step (0: robot data only)
+    decoding: str  # "flow" (expert, 10 Euler steps) or "fast" (autoregressive FAST tokens)
+    needs_expert: bool  # False for pi0-FAST: the model has no action expert
+
+    def param_groups(self, vla: nn.Module) -> list[ParamGroup]:
+        """Trainable parameters, grouped; a parameter in no group is frozen."""
+
+    def frozen_modules(self, vla: nn.Module) -> list[nn.Module]:
+        """Modules kept in eval mode during training."""
+
+    def kv_view(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """How the expert sees the backbone's keys/values: as is, detached, or gradient-scaled."""
+
+
+class StrategyError(ValueError):
+    pass
+
+
+def validate(strategy: object, source: str) -> Strategy:
+    """Fail early and precisely when a plugin does not satisfy the protocol."""
+    if not isinstance(strategy, Strategy):
+        missing = [m for m in ("name", "description", "loss_weights", "vlm_ratio", "decoding", "needs_expert",
+                               "param_groups", "frozen_modules", "kv_view") if not hasattr(strategy, m)]  # fmt: skip
+        raise StrategyError(f"{source} returned {type(strategy).__name__}, which does not satisfy the Strategy "
+                            f"protocol: missing {missing}")  # fmt: skip
+    unknown = set(strategy.loss_weights) - set(LOSS_TERMS)
+    if unknown or not strategy.loss_weights:
+        raise StrategyError(f"{source}: loss terms {sorted(strategy.loss_weights)} must be a non-empty subset of "
+                            f"{list(LOSS_TERMS)}")  # fmt: skip
+    if strategy.decoding not in DECODINGS:
+        raise StrategyError(f"{source}: decoding '{strategy.decoding}' must be one of {list(DECODINGS)}")
+    if strategy.decoding == "flow" and not strategy.needs_expert:
+        raise StrategyError(f"{source}: flow decoding needs the action expert")
+    if "fm" in strategy.loss_weights and not strategy.needs_expert:
+        raise StrategyError(f"{source}: the flow-matching loss needs the action expert")
+    if strategy.vlm_ratio < 0 or (strategy.vlm_ratio > 0) != ("vlm" in strategy.loss_weights):
+        raise StrategyError(
+            f"{source}: vlm_ratio={strategy.vlm_ratio} must be > 0 exactly when the 'vlm' loss is on"
+        )
+    return strategy

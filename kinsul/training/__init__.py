@@ -1,0 +1,1 @@
+"""Training: VLM pretraining now; the VLA LightningModule and strategies next."""

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kinsul.config.errors import FieldValueError, check_choice, check_range
+
+
+@dataclass
+class PretrainConfig:
+    """VLM pretraining on the generated VLM data (next-token loss on answers)."""
+
+    steps: int = 3500  # optimizer steps
+    batch_size: int = 64  # questions per step
+    lr: float = 1e-3  # peak AdamW learning rate
+    warmup_steps: int = 200  # linear warm-up, then cosine decay to zero
+    weight_decay: float = 0.01
+    # Object-count curriculum: before curriculum[k] steps, scenes have at most k + 1 objects; then all.
+    curriculum: list[int] = field(default_factory=lambda: [300, 800, 1500])
+    eval_every: int = 500  # probe accuracy every this many steps
+    checkpoint_every: int = 250  # resumable checkpoint every this many steps
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+
+    def __post_init__(self) -> None:
+        check_range("steps", self.steps, 1, 10_000_000)
+        check_range("batch_size", self.batch_size, 1, 65_536)
+        check_range("lr", self.lr, 1e-7, 1.0)
+        check_range("warmup_steps", self.warmup_steps, 0, self.steps)
+        check_range("weight_decay", self.weight_decay, 0.0, 1.0)
+        check_range("eval_every", self.eval_every, 1, 10_000_000)
+        check_range("checkpoint_every", self.checkpoint_every, 1, 10_000_000)
+        check_range("threads", self.threads, 0, 1024)
+        if sorted(self.curriculum) != list(self.curriculum):
+            raise FieldValueError("curriculum", self.curriculum, "increasing step numbers")
+
+
+@dataclass
+class StrategyConfig:
+    """Which insulation strategy trains the VLA (a name registered under the kinsul.strategies entry points)."""
+
+    name: str = (
+        "ki"  # naive | frozen | stop_grad | fast_joint | vlm_cotrain | ki_no_vlm | ki | pi0_fast | plugin
+    )
+    options: dict[str, Any] = field(default_factory=dict)  # the strategy's own options, e.g. {kv_alpha: 0.1}
+    loss_weights: dict[str, float] = field(default_factory=dict)  # override weights of terms it produces
+
+
+@dataclass
+class TrainerConfig:
+    """The Lightning training loop of `kinsul train`."""
+
+    max_steps: int = 600  # optimizer steps
+    batch_size: int = 32  # robot frames per step (VLM samples come on top, per the strategy's vlm_ratio)
+    lr: float = 5e-4  # peak AdamW learning rate (backbone: times the strategy's backbone_lr_scale)
+    warmup_steps: int = 50  # linear warm-up, then cosine decay
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    val_every: int = 100  # validation (val/action_mse) every this many steps
+    val_frames: int = 256  # held-out frames scored per validation
+    checkpoint_every: int = 100  # 'last' checkpoint every this many steps (best is kept on val/action_mse)
+    precision: str = (
+        "32-true"  # Lightning precision: 32-true | bf16-mixed (slower on this CPU, see benchmarks)
+    )
+    accelerator: str = "auto"  # cpu | gpu | auto
+    devices: int = 1  # devices per node
+    distributed: str = "auto"  # Lightning strategy: auto | ddp | fsdp
+    runs_dir: str = "runs"  # run folders live here: runs/<run_name>/
+    run_name: str = ""  # empty: <strategy>-s<seed>-<config hash>
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+
+    def __post_init__(self) -> None:
+        check_range("max_steps", self.max_steps, 1, 10_000_000)
+        check_range("batch_size", self.batch_size, 1, 65_536)
+        check_range("lr", self.lr, 1e-7, 1.0)
+        check_range("warmup_steps", self.warmup_steps, 0, 10_000_000)
+        check_range("grad_clip", self.grad_clip, 0.0, 1e6)
+        check_range("val_every", self.val_every, 1, 10_000_000)
+        check_range("val_frames", self.val_frames, 1, 10_000_000)
+        check_range("checkpoint_every", self.checkpoint_every, 1, 10_000_000)
+        check_range("devices", self.devices, 1, 4096)
+        check_range("threads", self.threads, 0, 1024)
+        check_choice("precision", self.precision, ["32-true", "bf16-mixed", "16-mixed", "bf16-true"])
+        check_choice("distributed", self.distributed, ["auto", "ddp", "fsdp"])
+
+
+@dataclass
+class TrackingConfig:
+    """MLflow tracking (Lightning's MLFlowLogger)."""
+
+    uri: str = "sqlite:///mlflow.db"  # a sqlite file in the working folder, or an `mlflow server` URL
+    experiment: str = "kinsul"
+    enabled: bool = True

@@ -1,0 +1,85 @@
+"""Robot demonstrations and VLM data as a LightningDataModule, mixed per the strategy."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from kinsul.config.schema import KinsulConfig
+from kinsul.data import store
+from kinsul.data.tensors import RobotTensors, VLMTensors
+from kinsul.strategies.base import Strategy
+from kinsul.tokenizers.fast import FastTokenizer
+from kinsul.tokenizers.text import TextTokenizer
+
+
+class MixedBatches(IterableDataset):
+    """Endless (robot batch, VLM batch or None); batch k is a pure function of (seed, k), so a resumed run
+    continues the same stream from its step."""
+
+    def __init__(self, robot: RobotTensors, vlm: VLMTensors | None, batch_size: int, vlm_ratio: float,
+                 seed: int, pad_id: int):  # fmt: skip
+        self.robot, self.vlm, self.pad_id, self.seed = robot, vlm, pad_id, seed
+        self.batch_size = batch_size
+        self.vlm_batch = max(1, round(batch_size * vlm_ratio)) if vlm is not None else 0
+        self.start_step = 0
+
+    def __iter__(self):
+        step = self.start_step
+        while True:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+            robot = self.robot.batch(
+                torch.randint(0, len(self.robot), (self.batch_size,), generator=g), self.pad_id
+            )
+            vlm = None
+            if self.vlm is not None:
+                vlm = self.vlm.batch(
+                    torch.randint(0, len(self.vlm), (self.vlm_batch,), generator=g), self.pad_id
+                )
+            yield robot, vlm
+            step += 1
+
+
+class FixedBatches(IterableDataset):
+    def __init__(self, data: RobotTensors, batch_size: int, pad_id: int):
+        self.data, self.batch_size, self.pad_id = data, batch_size, pad_id
+
+    def __iter__(self):
+        for start in range(0, len(self.data), self.batch_size):
+            yield self.data.batch(
+                torch.arange(start, min(start + self.batch_size, len(self.data))), self.pad_id
+            )
+
+
+class KinsulDataModule(L.LightningDataModule):
+    def __init__(self, cfg: KinsulConfig, strategy: Strategy, tok: TextTokenizer, fast: FastTokenizer):
+        super().__init__()
+        self.cfg, self.strategy, self.tok, self.fast = cfg, strategy, tok, fast
+        self.train_batches: MixedBatches | None = None
+        self.start_step = 0  # set by a resuming caller: the batch stream continues from this step
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_batches is not None:
+            return
+        cfg, m = self.cfg, self.cfg.model
+        robot = store.load(cfg, "robot")
+        self.robot_train = RobotTensors.from_dataset(robot["train"], self.tok, self.fast, m.max_text_len,
+                                                     m.max_fast_len)  # fmt: skip
+        val = robot["validation"]
+        # an even stride over the split, so every validation episode contributes frames
+        stride = max(1, len(val) // cfg.trainer.val_frames)
+        val = val.select(range(0, len(val), stride)[: cfg.trainer.val_frames])
+        self.robot_val = RobotTensors.from_dataset(val, self.tok, self.fast, m.max_text_len, m.max_fast_len)
+        vlm = None
+        if self.strategy.vlm_ratio > 0:
+            vlm = VLMTensors.from_dataset(store.load(cfg, "vlm")["train"], self.tok, m.max_text_len)
+        self.train_batches = MixedBatches(self.robot_train, vlm, cfg.trainer.batch_size, self.strategy.vlm_ratio,
+                                          cfg.seed, self.tok.pad_id)  # fmt: skip
+        self.train_batches.start_step = self.start_step
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_batches, batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(FixedBatches(self.robot_val, 64, self.tok.pad_id), batch_size=None)

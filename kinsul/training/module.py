@@ -1,0 +1,148 @@
+"""The LightningModule: sums the strategy's loss terms, logs each under a stable name, and builds optimizer
+groups from what the strategy says. It never looks at a strategy's name."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+from torchmetrics.aggregation import MeanMetric
+
+from kinsul.config.errors import ConfigError
+from kinsul.config.schema import KinsulConfig
+from kinsul.data.tensors import RobotBatch
+from kinsul.models.flow import interpolate, sample_time
+from kinsul.models.vla import VLA, flow_loss, token_loss
+from kinsul.strategies.base import LOSS_TERMS, Strategy
+from kinsul.tokenizers.fast import FastTokenizer
+from kinsul.training.callbacks import NonFiniteLossError
+
+
+def resolve_loss_weights(strategy: Strategy, overrides: dict[str, float]) -> dict[str, float]:
+    for term in overrides:
+        if term not in strategy.loss_weights:
+            raise ConfigError(f"strategy.loss_weights.{term}",
+                              f"strategy '{strategy.name}' produces no '{term}' loss (it produces "
+                              f"{sorted(strategy.loss_weights)}; known terms: {list(LOSS_TERMS)})")  # fmt: skip
+    return {**strategy.loss_weights, **overrides}
+
+
+class VLAModule(L.LightningModule):
+    def __init__(self, vla: VLA, strategy: Strategy, cfg: KinsulConfig, fast: FastTokenizer):
+        super().__init__()
+        self.vla, self.strategy, self.cfg, self.fast = vla, strategy, cfg, fast
+        self.weights = resolve_loss_weights(strategy, dict(cfg.strategy.loss_weights))
+        self.groups = strategy.param_groups(vla)
+        trainable = {id(p) for g in self.groups for p in g.params}
+        for p in vla.parameters():
+            p.requires_grad_(id(p) in trainable)
+        self.frozen = strategy.frozen_modules(vla)
+        self.val_mse = MeanMetric()
+        self.val_invalid = MeanMetric()
+
+    # -- training ------------------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        for m in self.frozen:
+            m.eval()
+
+    def on_validation_model_train(self) -> None:
+        super().on_validation_model_train()  # Lightning puts the whole model back in train mode ...
+        self.on_train_epoch_start()  # ... so frozen modules go back to eval
+
+    def compute_losses(self, robot: RobotBatch, vlm) -> dict[str, torch.Tensor]:
+        """Each active term; which ones are active is the strategy's decision (its loss_weights)."""
+        w, losses = self.weights, {}
+        if "fm" in w or "fast" in w:
+            x_t = t = u = None
+            if "fm" in w:
+                noise = torch.randn_like(robot.actions)
+                t = sample_time(len(noise), self.cfg.model.time_beta_alpha, self.cfg.model.time_beta_beta,
+                                device=noise.device)  # fmt: skip
+                x_t, u = interpolate(robot.actions, noise, t)
+            with_fast = "fast" in w
+            out = self.vla(robot.obs, robot.fast_ids if with_fast else None, robot.fast_mask if with_fast else None,
+                           x_t, t, kv_view=self.strategy.kv_view)  # fmt: skip
+            if "fm" in w:
+                losses["fm"] = flow_loss(out.velocity, u, robot.action_pad)
+            if with_fast:
+                losses["fast"] = token_loss(out.suffix_logits, robot.fast_ids, robot.fast_mask)
+        if "vlm" in w:
+            obs, suffix, mask = vlm
+            losses["vlm"] = token_loss(self.vla(obs, suffix, mask).suffix_logits, suffix, mask)
+        return losses
+
+    def training_step(self, batch, _):
+        robot, vlm = batch
+        # Noise and flow times are a function of (seed, step), so a resumed run repeats them exactly.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.seed * 1_000_003 + self.global_step)
+            losses = self.compute_losses(robot, vlm)
+        for term, value in losses.items():
+            if not torch.isfinite(value):
+                raise NonFiniteLossError(f"loss term '{term}' is {value.item()} at step {self.global_step}; "
+                                         "stopping before it reaches the weights or a checkpoint")  # fmt: skip
+            self.log(f"train/loss_{term}", value, prog_bar=True)
+        loss = sum(self.weights[k] * v for k, v in losses.items())
+        self.log("train/loss", loss)
+        return loss
+
+    # -- validation: the strategy's own decoding -----------------------------------------------------
+    def validation_step(self, batch: RobotBatch, i: int):
+        if self.strategy.decoding == "flow":
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(i)  # the same noise at every validation: comparable numbers
+                chunk = self.vla.sample_actions(batch.obs, steps=self.cfg.model.flow_steps)
+        else:
+            chunk, invalid = decode_fast_chunks(self.vla, self.fast, batch.obs, self.cfg.model.max_fast_len)
+            self.val_invalid.update(invalid.float())
+        keep = (~batch.action_pad).float()[..., None]
+        err = ((chunk - batch.actions) ** 2 * keep).sum((1, 2)) / (keep.sum((1, 2)) * chunk.shape[-1])
+        self.val_mse.update(err)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/action_mse", self.val_mse.compute(), prog_bar=True)
+        self.val_mse.reset()
+        if self.val_invalid.update_count:
+            self.log("val/fast_invalid", self.val_invalid.compute())
+            self.val_invalid.reset()
+
+    # -- optimisation --------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        tc = self.cfg.trainer
+        check_groups(self.vla, self.groups)
+        param_groups = [{"params": g.params, "lr": tc.lr * g.lr_scale, "name": g.name} for g in self.groups]
+        opt = torch.optim.AdamW(param_groups, lr=tc.lr, weight_decay=tc.weight_decay)
+
+        def schedule(step: int) -> float:
+            warm = min(1.0, (step + 1) / max(1, tc.warmup_steps))
+            return warm * 0.5 * (1 + math.cos(math.pi * min(step, tc.max_steps) / tc.max_steps))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def check_groups(vla: torch.nn.Module, groups) -> None:
+    """Every trainable parameter is in exactly one group, and no frozen parameter is in any."""
+    seen: dict[int, str] = {}
+    for g in groups:
+        for p in g.params:
+            if id(p) in seen:
+                raise AssertionError(f"a parameter is in optimizer groups '{seen[id(p)]}' and '{g.name}'")
+            seen[id(p)] = g.name
+    for name, p in vla.named_parameters():
+        if p.requires_grad != (id(p) in seen):
+            state = "trainable but in no group" if p.requires_grad else "frozen but in a group"
+            raise AssertionError(f"parameter '{name}' is {state}")
+
+
+@torch.no_grad()
+def decode_fast_chunks(vla: VLA, fast: FastTokenizer, obs, max_len: int):
+    """pi0-FAST actions: greedy tokens -> chunk; invalid sequences fall back to zeros and are flagged."""
+    chunks, invalid = [], []
+    for ids in vla.generate_fast(obs, max_len=max_len + 1):
+        chunk, ok = fast.decode(ids)
+        chunks.append(torch.from_numpy(chunk) if ok else torch.zeros(fast.horizon, fast.action_dim))
+        invalid.append(not ok)
+    device = obs.images.device
+    return torch.stack(chunks).to(device), torch.tensor(invalid, device=device)

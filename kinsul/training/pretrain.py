@@ -1,0 +1,184 @@
+"""`kinsul pretrain-vlm`: train the backbone from scratch on the generated VLM data, save it with
+``save_pretrained`` (safetensors) under a cache keyed by the config hash, and report probe accuracy."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import IterableDataset
+
+from kinsul.config.loader import save_config
+from kinsul.config.schema import KinsulConfig
+from kinsul.data import store
+from kinsul.data.tensors import VLMTensors
+from kinsul.evaluation.probe import ProbeAccuracy, exact_match, probe_accuracy
+from kinsul.models import pretrained
+from kinsul.models.build import DataSpec, build_vla
+from kinsul.models.vla import VLA, token_loss
+from kinsul.tokenizers.text import TextTokenizer
+from kinsul.training.callbacks import ExceptionCheckpoint, LastCheckpoint
+from kinsul.world.env import ACTION_DIM, STATE_DIM
+
+
+def make_tokenizer(cfg: KinsulConfig) -> TextTokenizer:
+    return TextTokenizer.for_world(cfg.data.loc_bins, cfg.model.fast_vocab_size)
+
+
+def data_spec(cfg: KinsulConfig) -> DataSpec:
+    return DataSpec(cfg.world.image_size, ACTION_DIM, STATE_DIM, cfg.data.chunk_size)
+
+
+class CurriculumBatches(IterableDataset):
+    """Endless batches; batch k is a pure function of (seed, k), so a resumed run sees the same stream.
+
+    Before ``curriculum[j]`` steps only scenes with at most j + 1 objects are drawn.
+    """
+
+    def __init__(self, data: VLMTensors, n_objects: torch.Tensor, cfg: KinsulConfig, pad_id: int):
+        self.data, self.cfg, self.pad_id = data, cfg, pad_id
+        self.pools = {k: torch.nonzero(n_objects <= k).squeeze(1) for k in range(1, int(n_objects.max()) + 1)}
+        self.start_step = 0
+
+    def cap(self, step: int) -> int:
+        for k, until in enumerate(self.cfg.pretrain.curriculum):
+            if step < until and (k + 1) in self.pools and len(self.pools[k + 1]):
+                return k + 1
+        return max(self.pools)
+
+    def __iter__(self):
+        step = self.start_step
+        while True:
+            pool = self.pools[self.cap(step)]
+            g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step)
+            idx = pool[torch.randint(0, len(pool), (self.cfg.pretrain.batch_size,), generator=g)]
+            yield self.data.batch(idx, self.pad_id)
+            step += 1
+
+
+class ProbeBatches(IterableDataset):
+    def __init__(self, data: VLMTensors, pad_id: int, batch_size: int = 250):
+        self.data, self.pad_id, self.batch_size = data, pad_id, batch_size
+
+    def __iter__(self):
+        for start in range(0, len(self.data), self.batch_size):
+            idx = torch.arange(start, min(start + self.batch_size, len(self.data)))
+            yield (*self.data.batch(idx, self.pad_id), [self.data.qtype[i] for i in idx.tolist()])
+
+
+class VLMPretrainModule(L.LightningModule):
+    def __init__(self, vla: VLA, cfg: KinsulConfig, qtypes: list[str]):
+        super().__init__()
+        self.vla, self.cfg = vla, cfg
+        self.probe = ProbeAccuracy(qtypes)
+
+    def training_step(self, batch, _):
+        obs, suffix, mask = batch
+        loss = token_loss(self.vla(obs, suffix, mask).suffix_logits, suffix, mask)
+        self.log("pretrain/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, _):
+        obs, suffix, mask, qtypes = batch
+        self.probe.update(exact_match(self.vla, obs, suffix, mask), qtypes)
+
+    def on_validation_epoch_end(self):
+        for q, v in self.probe.compute().items():
+            self.log(f"probe/acc_{q}", v, prog_bar=q == "mean")
+        self.probe = ProbeAccuracy(list(self.probe.metrics))
+
+    def configure_optimizers(self):
+        p = self.cfg.pretrain
+        opt = torch.optim.AdamW(self.vla.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+
+        def schedule(step: int) -> float:
+            warm = min(1.0, (step + 1) / max(1, p.warmup_steps))
+            return warm * 0.5 * (1 + math.cos(math.pi * min(step, p.steps) / p.steps))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def pretrain_vlm(cfg: KinsulConfig, fresh: bool = False, progress: bool = True) -> Path:
+    """Train (or resume) the VLM for ``cfg``; returns the saved model folder."""
+    if cfg.pretrain.threads:
+        torch.set_num_threads(cfg.pretrain.threads)
+    out = pretrained.cache_dir(cfg)
+    if fresh:
+        shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    tok = make_tokenizer(cfg)
+    ds = store.load(cfg, "vlm") if store.dataset_dir(cfg, "vlm").exists() else None
+    if ds is None:
+        ds = store.open_dataset(store.generate(cfg, "vlm", progress=progress), "vlm")
+    train = VLMTensors.from_dataset(ds["train"], tok, cfg.model.max_text_len)
+    probe = VLMTensors.from_dataset(ds["probe"], tok, cfg.model.max_text_len)
+    vla = build_vla(cfg.model, tok, data_spec(cfg), with_expert=False)
+    module = VLMPretrainModule(vla, cfg, sorted(set(probe.qtype)))
+    ckpt_dir = out / "checkpoints"
+    trainer = L.Trainer(
+        max_steps=cfg.pretrain.steps,
+        accelerator="auto",
+        devices=1,
+        logger=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        val_check_interval=cfg.pretrain.eval_every,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        gradient_clip_val=1.0,
+        callbacks=[
+            LastCheckpoint(ckpt_dir / "last.ckpt", cfg.pretrain.checkpoint_every),
+            ExceptionCheckpoint(dirpath=ckpt_dir, filename="last"),
+        ],
+    )
+    last = ckpt_dir / "last.ckpt"
+    start = time.perf_counter()
+    train_batches = CurriculumBatches(train, torch.tensor(ds["train"]["n_objects"]), cfg, tok.pad_id)
+    train_batches.start_step = checkpoint_step(last)  # resume mid-stream
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(train_batches, batch_size=None),
+                val_dataloaders=torch.utils.data.DataLoader(ProbeBatches(probe, tok.pad_id), batch_size=None),
+                ckpt_path=str(last) if last.exists() else None)  # fmt: skip
+    seconds = time.perf_counter() - start
+    accuracy = probe_accuracy(vla, probe)
+    return save_vlm(vla, tok, cfg, out / "model", accuracy, seconds)
+
+
+def checkpoint_step(path: Path) -> int:
+    """The global step a Lightning checkpoint resumes from (0 when there is none)."""
+    if not path.exists():
+        return 0
+    return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+
+
+def save_vlm(
+    vla: VLA, tok: TextTokenizer, cfg: KinsulConfig, dest: Path, accuracy: dict, seconds: float
+) -> Path:
+    """save_pretrained into a temporary folder, then rename: a crash never leaves a half-written model."""
+    tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    vla.backbone.save_pretrained(tmp)
+    tok.save(tmp / pretrained.TOKENIZER_FILE)
+    meta = {
+        "name": pretrained.vlm_name(cfg),
+        "hash": pretrained.vlm_hash(cfg),
+        "probe_accuracy": accuracy,
+        "train_seconds_this_run": round(seconds, 1),
+        "steps": cfg.pretrain.steps,
+        "parameters": sum(p.numel() for p in vla.backbone.parameters()),
+        "command": "kinsul pretrain-vlm " + " ".join(sys.argv[2:]),
+    }
+    (tmp / pretrained.META_FILE).write_text(json.dumps(meta, indent=2))
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+    return dest

@@ -1,0 +1,105 @@
+"""End to end: every registered strategy trains, checkpoints, resumes exactly; runs land in a real MLflow store."""
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from kinsul.cli import main
+from kinsul.config import ConfigError, load_config
+from kinsul.strategies import available
+from kinsul.training import module as module_lib
+from kinsul.training.callbacks import NonFiniteLossError
+from kinsul.training.pretrain import pretrain_vlm
+from kinsul.training.train import train
+
+
+@pytest.fixture(scope="session")
+def micro_root(tmp_path_factory):
+    """Micro data and a micro pretrained VLM, shared by the training tests."""
+    root = tmp_path_factory.mktemp("train")
+    pretrain_vlm(load_config("micro", [f"data.root={root / 'data'}"]), progress=False)
+    return root
+
+
+def micro(root, *overrides):
+    return load_config("micro", [f"data.root={root / 'data'}", f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
+                                 f"trainer.runs_dir={root / 'runs'}", *overrides])  # fmt: skip
+
+
+REAL_STEP = module_lib.VLAModule.training_step
+
+
+def record_losses(monkeypatch, crash_at=None):
+    seen = []
+    real = REAL_STEP
+
+    def step(self, batch, i):
+        if crash_at is not None and self.global_step == crash_at:
+            raise RuntimeError("simulated crash")
+        loss = real(self, batch, i)
+        seen.append((self.global_step, round(loss.item(), 6)))
+        return loss
+
+    monkeypatch.setattr(module_lib.VLAModule, "training_step", step)
+    return seen
+
+
+@pytest.mark.parametrize("strategy", sorted(available()))
+def test_contract_train_save_resume_matches_uninterrupted(strategy, micro_root, monkeypatch):
+    full = record_losses(monkeypatch)
+    train(micro(micro_root, f"strategy.name={strategy}", f"trainer.run_name={strategy}-full"), progress=False)
+    assert [s for s, _ in full] == [0, 1, 2, 3]
+
+    cfg = micro(micro_root, f"strategy.name={strategy}", f"trainer.run_name={strategy}-resumed")
+    partial = record_losses(monkeypatch, crash_at=2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg, progress=False)
+    assert [s for s, _ in partial] == [0, 1]
+    resumed = record_losses(monkeypatch)
+    run_dir = train(cfg, resume=True, progress=False)
+    assert [s for s, _ in resumed] == [2, 3]
+    assert [s for s, _ in partial + resumed] == [s for s, _ in full]
+    assert [v for _, v in partial + resumed] == pytest.approx([v for _, v in full], rel=1e-4, abs=1e-5)
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (
+        run_dir / "checkpoints" / "best.ckpt"
+    ).is_file()
+    assert (run_dir / "config.yaml").is_file()
+
+
+def test_run_is_logged_to_mlflow_and_read_back(micro_root):
+    run_dir = train(micro(micro_root, "strategy.name=ki", "trainer.run_name=tracked"), progress=False)
+    client = MlflowClient(tracking_uri=f"sqlite:///{micro_root / 'mlflow.db'}")
+    run = client.get_run((run_dir / "mlflow_run_id").read_text().strip())
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["strategy"] == "ki" and "stop-gradient" in run.data.tags["mlflow.note.content"]
+    assert run.data.params["strategy.name"] == "ki" and run.data.params["model.size"] == "micro"
+    for key in ("train/loss_fm", "train/loss_fast", "train/loss_vlm", "val/action_mse"):
+        assert key in run.data.metrics, key
+    history = client.get_metric_history(run.info.run_id, "val/action_mse")
+    assert [m.step for m in history] == [1, 3]
+    assert "config.yaml" in [a.path for a in client.list_artifacts(run.info.run_id)]
+
+
+def test_bad_inputs_fail_before_training(micro_root, capsys):
+    with pytest.raises(ConfigError, match="strategy 'naive' produces no 'fast' loss"):
+        train(micro(micro_root, "strategy.name=naive", "strategy.loss_weights={fast: 1.0}"), progress=False)
+    assert main(["train", "micro", "strategy.name=kii", f"data.root={micro_root / 'data'}"]) == 2
+    assert "did you mean 'ki'" in capsys.readouterr().err
+
+
+def test_non_finite_loss_stops_and_keeps_the_good_checkpoint(micro_root, monkeypatch):
+    cfg = micro(micro_root, "strategy.name=naive", "trainer.run_name=nan")
+    real = module_lib.VLAModule.compute_losses
+
+    def poisoned(self, robot, vlm):
+        losses = real(self, robot, vlm)
+        if self.global_step == 3:
+            losses["fm"] = losses["fm"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(module_lib.VLAModule, "compute_losses", poisoned)
+    with pytest.raises(NonFiniteLossError, match="loss term 'fm' is nan at step 3"):
+        train(cfg, progress=False)
+    import torch
+
+    last = torch.load(micro_root / "runs" / "nan" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 2  # the step-2 checkpoint, not overwritten by the failing step
