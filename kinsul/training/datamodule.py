@@ -27,8 +27,10 @@ class MixedBatches(IterableDataset):
 
     def __iter__(self):
         step = self.start_step
+        # Under DDP/FSDP each rank draws its own batches (same step, different seed): no duplicated data.
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
         while True:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+            g = torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 8191 + rank)
             robot = self.robot.batch(
                 torch.randint(0, len(self.robot), (self.batch_size,), generator=g), self.pad_id
             )
