@@ -20,7 +20,8 @@ from kinsul.config.loader import config_hash
 from kinsul.config.schema import KinsulConfig
 from kinsul.data import robot, vlm
 
-GENERATOR_VERSION = 1  # bump when generated content changes, so caches are rebuilt
+# Bump a kind's version when its generated content changes, so caches are rebuilt.
+GENERATOR_VERSION = {"robot": 2, "vlm": 1}
 META_FILE = "kinsul_meta.json"  # written last, inside the temporary folder, before the atomic rename
 SHARD = 25  # episodes / samples per work item
 MAX_SHARD_BYTES = 500 * 2**20
@@ -40,7 +41,7 @@ class Kind:
     key: Callable[[KinsulConfig], tuple]  # the config parts the content depends on
 
     def dataset_hash(self, cfg: KinsulConfig) -> str:
-        return config_hash(self.name, GENERATOR_VERSION, *self.key(cfg))
+        return config_hash(self.name, GENERATOR_VERSION[self.name], *self.key(cfg))
 
 
 def _robot_key(cfg: KinsulConfig) -> tuple:
@@ -144,7 +145,7 @@ def generate(cfg: KinsulConfig, kind: str, force: bool = False, progress: bool =
     meta = {
         "kind": kind,
         "hash": digest,
-        "generator_version": GENERATOR_VERSION,
+        "generator_version": GENERATOR_VERSION[kind],
         "rows": {s: len(d) for s, d in splits.items()},
         "sizes": sizes,
         "seconds": round(time.perf_counter() - start, 2),

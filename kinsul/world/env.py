@@ -12,7 +12,7 @@ from gymnasium import spaces
 from kinsul.world.concepts import COLOURS, SHAPES, ConceptConfig
 from kinsul.world.config import WorldConfig
 from kinsul.world.render import Renderer
-from kinsul.world.scene import GRIPPER_RADIUS, Scene, clamp_to_table, sample_scene
+from kinsul.world.scene import GRIPPER_RADIUS, Scene, clamp_to_table, free_gripper_position, sample_scene
 from kinsul.world.tasks import Task, sample_task
 
 ACTION_DIM = 3  # (vx, vy, grip): velocity in units of max_speed, grip > 0 closes the gripper
@@ -64,6 +64,7 @@ class KinsulWorldEnv(gym.Env):
             raise ValueError(f"reset option concepts={mode!r}: expected 'seen' or 'heldout'")
         for _ in range(1000):
             self.scene, target = self._sample_scene(mode == "heldout", options.get("distractors"))
+            self.scene.gripper = free_gripper_position(self.scene, self.np_random)
             self.task = sample_task(
                 self.scene,
                 family,
@@ -97,10 +98,13 @@ class KinsulWorldEnv(gym.Env):
             held.pos = clamp_to_table(sc.gripper.copy(), held.radius)
         elif sc.closed:
             self._push()
-        if float(np.linalg.norm(a[:2])) < DWELL_SPEED:
+        sc.speed = float(np.linalg.norm(a[:2]))
+        if sc.speed < DWELL_SPEED:
             self._dwell()
         self.steps += 1
         success = self.task.success(sc)
+        if success:  # reaching the target is itself an interaction with it (reach ends before any dwell)
+            self._interact(self.task.target)
         truncated = not success and self.steps >= cfg.max_steps
         return self._obs(), float(success), success, truncated, self._info(success)
 

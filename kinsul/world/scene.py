@@ -34,6 +34,7 @@ class Scene:
     gripper: np.ndarray  # (2,)
     closed: bool = False
     held: int = -1  # index of the held object, -1 when none
+    speed: float = 0.0  # |commanded velocity| of the last step, in units of max speed
     z_order: list[int] = field(default_factory=list)  # draw order, last on top
 
     def __post_init__(self) -> None:
@@ -83,3 +84,12 @@ def sample_scene(
     objects = [objects[i] for i in order]
     gripper = rng.uniform(0.1, 0.9, size=2)
     return Scene(objects=objects, gripper=gripper)
+
+
+def free_gripper_position(scene: Scene, rng: np.random.Generator) -> np.ndarray:
+    """A start position in free space, not on an object (robot episodes start there)."""
+    for _ in range(200):
+        gripper = rng.uniform(0.1, 0.9, size=2)
+        if all(np.linalg.norm(gripper - o.pos) > o.radius + GRIPPER_RADIUS for o in scene.objects):
+            return gripper
+    return scene.gripper

@@ -13,6 +13,7 @@ from kinsul.world.scene import Scene
 REGION_BOUND = 0.25  # a region is the band of the table within this distance of its edge
 REGION_DIRECTION = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "top": (0.0, -1.0), "bottom": (0.0, 1.0)}
 REACH_TOLERANCE = 0.6  # success radius as a fraction of the target's radius
+REACH_SPEED = 0.25  # reaching means arriving: the gripper must also be this slow (fraction of max speed)
 PLACE_TOLERANCE = 0.6
 
 
@@ -27,7 +28,8 @@ class Task:
     def success(self, scene: Scene) -> bool:
         t = scene.objects[self.target]
         if self.family == "reach":
-            return bool(np.linalg.norm(scene.gripper - t.pos) < REACH_TOLERANCE * t.radius)
+            near = np.linalg.norm(scene.gripper - t.pos) < REACH_TOLERANCE * t.radius
+            return bool(near and scene.speed < REACH_SPEED)
         if self.family == "push":
             return scene.held != self.target and in_region(t.pos, self.region)
         d = scene.objects[self.destination]
