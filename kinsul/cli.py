@@ -85,6 +85,13 @@ def cmd_train(ns: argparse.Namespace) -> None:
         print(f"MLflow: {cfg.tracking.uri}, experiment '{cfg.tracking.experiment}'; browse with `kinsul ui`")
 
 
+def cmd_eval(ns: argparse.Namespace) -> None:
+    from kinsul.evaluation.evaluate import evaluate, format_table
+
+    metrics, rates = evaluate(ns.target, ns.overrides)
+    print(format_table(metrics, rates))
+
+
 def cmd_ui(ns: argparse.Namespace) -> None:
     import subprocess
 
@@ -156,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run folder's last checkpoint")
     overrides(p)
 
+    p = verb("eval", cmd_eval, "evaluate a run folder or checkpoint; log the metrics to its MLflow run")
+    p.add_argument("target", help="a run folder (runs/NAME) or a checkpoint file")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. eval.episodes=20")
+
     p = verb("ui", cmd_ui, "start the MLflow UI on the tracking store, bound to 127.0.0.1")
     p.add_argument("--port", type=int, default=5000)
     overrides(p)
@@ -188,7 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             | ShapeMismatchError
             | PretrainedVLMNotFound
             | StrategyError
-            | FileExistsError,
+            | FileExistsError
+            | FileNotFoundError,
         ):
             print(f"kinsul: {type(e).__name__}: {e}", file=sys.stderr)
             return 2

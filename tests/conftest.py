@@ -23,3 +23,18 @@ def micro_data(tmp_path_factory):
     robot = open_dataset(generate(cfg, "robot", progress=False), "robot")
     vlm = open_dataset(generate(cfg, "vlm", progress=False), "vlm")
     return cfg, robot, vlm
+
+
+@pytest.fixture(scope="session")
+def micro_root(tmp_path_factory):
+    """Micro data and a micro pretrained VLM, shared by the training tests."""
+    from kinsul.training.pretrain import pretrain_vlm
+
+    root = tmp_path_factory.mktemp("train")
+    pretrain_vlm(load_config("micro", [f"data.root={root / 'data'}"]), progress=False)
+    return root
+
+
+def micro_train_config(root, *overrides):
+    return load_config("micro", [f"data.root={root / 'data'}", f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
+                                 f"trainer.runs_dir={root / 'runs'}", *overrides])  # fmt: skip

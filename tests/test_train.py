@@ -1,29 +1,15 @@
 """End to end: every registered strategy trains, checkpoints, resumes exactly; runs land in a real MLflow store."""
 
 import pytest
+from conftest import micro_train_config as micro
 from mlflow.tracking import MlflowClient
 
 from kinsul.cli import main
-from kinsul.config import ConfigError, load_config
+from kinsul.config import ConfigError
 from kinsul.strategies import available
 from kinsul.training import module as module_lib
 from kinsul.training.callbacks import NonFiniteLossError
-from kinsul.training.pretrain import pretrain_vlm
 from kinsul.training.train import train
-
-
-@pytest.fixture(scope="session")
-def micro_root(tmp_path_factory):
-    """Micro data and a micro pretrained VLM, shared by the training tests."""
-    root = tmp_path_factory.mktemp("train")
-    pretrain_vlm(load_config("micro", [f"data.root={root / 'data'}"]), progress=False)
-    return root
-
-
-def micro(root, *overrides):
-    return load_config("micro", [f"data.root={root / 'data'}", f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
-                                 f"trainer.runs_dir={root / 'runs'}", *overrides])  # fmt: skip
-
 
 REAL_STEP = module_lib.VLAModule.training_step
 

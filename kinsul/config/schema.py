@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from kinsul.data.config import DataConfig
 from kinsul.models.config import ModelConfig
-from kinsul.training.config import PretrainConfig, StrategyConfig, TrackingConfig, TrainerConfig
+from kinsul.training.config import EvalConfig, PretrainConfig, StrategyConfig, TrackingConfig, TrainerConfig
 from kinsul.world.concepts import ConceptConfig
 from kinsul.world.config import WorldConfig
 
@@ -21,4 +21,5 @@ class KinsulConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0  # global seed for everything that is not data generation

@@ -90,3 +90,22 @@ class TrackingConfig:
     uri: str = "sqlite:///mlflow.db"  # a sqlite file in the working folder, or an `mlflow server` URL
     experiment: str = "kinsul"
     enabled: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """`kinsul eval`: closed-loop rollouts, language following, knowledge retention, latency."""
+
+    episodes: int = 10  # per task family, for each of: seen targets, held-out targets, distractor scenes
+    execute_steps: int = 5  # actions executed from each predicted chunk before re-planning
+    seed: int = 100_000  # first evaluation seed; the seed set is fixed by (seed, episodes, tasks)
+    batch: int = 16  # environments stepped in lockstep
+    probe_samples: int = 0  # VLM probe questions scored for retention; 0 = the whole probe split
+    latency_repeats: int = 10  # timed chunks (after 3 warm-up ones); the median is reported
+
+    def __post_init__(self) -> None:
+        check_range("episodes", self.episodes, 1, 1_000_000)
+        check_range("execute_steps", self.execute_steps, 1, 10_000)
+        check_range("batch", self.batch, 1, 4096)
+        check_range("probe_samples", self.probe_samples, 0, 10_000_000)
+        check_range("latency_repeats", self.latency_repeats, 1, 10_000)

@@ -1,0 +1,128 @@
+"""`kinsul eval <run folder or checkpoint>`: rollouts, language following, retention and latency of a trained
+policy, printed as one table and logged to the run's MLflow entry."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kinsul.config.loader import load_config
+from kinsul.config.schema import KinsulConfig
+from kinsul.data import store
+from kinsul.data.tensors import VLMTensors, prompt_ids
+from kinsul.evaluation.latency import chunk_latency
+from kinsul.evaluation.policies import VLAPolicy
+from kinsul.evaluation.retention import retention
+from kinsul.evaluation.rollouts import evaluation_specs, rollout, summarize
+from kinsul.models import pretrained
+from kinsul.models.build import build_vla, check_data_spec
+from kinsul.strategies import create
+from kinsul.training.pretrain import data_spec, make_tokenizer
+from kinsul.training.train import RUN_ID_FILE, prepare
+
+FAST_TOKENS = 14  # the mean FAST length of KinsulWorld chunks (H = 10, scale 10); forced for latency
+
+
+def locate(target: str | Path) -> tuple[Path, Path]:
+    """(run folder, checkpoint) from a run folder (best, else last checkpoint) or a checkpoint file."""
+    target = Path(target)
+    if target.is_file():
+        return target.parent.parent, target
+    for name in ("best.ckpt", "last.ckpt"):
+        if (target / "checkpoints" / name).is_file():
+            return target, target / "checkpoints" / name
+    raise FileNotFoundError(f"'{target}' is neither a checkpoint file nor a run folder with "
+                            "checkpoints/best.ckpt or checkpoints/last.ckpt")  # fmt: skip
+
+
+def run_config(run_dir: Path, overrides: list[str]) -> tuple[KinsulConfig, KinsulConfig]:
+    """(the config the run trained with, that config with evaluation overrides applied)."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"run folder '{run_dir}' has no config.yaml: expected a folder made by kinsul train"
+        )
+    return load_config(str(path)), load_config(str(path), overrides)
+
+
+def evaluate(target: str | Path, overrides: list[str] = (), log: bool = True) -> dict[str, float]:
+    run_dir, ckpt = locate(target)
+    trained_cfg, cfg = run_config(run_dir, list(overrides))
+    # the checkpoint's model must fit the world it is evaluated in
+    check_data_spec(data_spec(trained_cfg), data_spec(cfg), "the evaluation world")
+    strategy = create(trained_cfg.strategy.name, trained_cfg.strategy.options)
+    vla, tok, fast = prepare(trained_cfg, strategy, progress=False)
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    vla.load_state_dict({k.removeprefix("vla."): v for k, v in state.items() if k.startswith("vla.")})
+    vla.eval()
+    e = cfg.eval
+    metrics: dict[str, float] = {}
+    policy = VLAPolicy(vla, tok, fast, strategy.decoding, cfg.model.flow_steps, cfg.model.max_text_len,
+                       cfg.model.max_fast_len)  # fmt: skip
+    specs = evaluation_specs(list(cfg.world.tasks), e.episodes, e.seed)
+    start = time.perf_counter()
+    results = {
+        k: rollout(policy, v, cfg.world, cfg.concepts, e.execute_steps, e.batch) for k, v in specs.items()
+    }
+    steps = sum(r.steps for rs in results.values() for r in rs)
+    metrics["speed/rollout_steps_per_s"] = steps / (time.perf_counter() - start)
+    rates = summarize(results)
+    for key, r in rates.items():
+        metrics[key] = r["value"]
+        metrics[f"{key}_n"] = float(r["n"])
+    if strategy.decoding == "fast":
+        metrics["eval/fast_invalid_chunks"] = float(policy.invalid_chunks)
+    metrics.update(_retention(vla, trained_cfg))
+    metrics.update(_latency(vla, tok, cfg))
+    if log and trained_cfg.tracking.enabled and (run_dir / RUN_ID_FILE).exists():
+        _log(trained_cfg, (run_dir / RUN_ID_FILE).read_text().strip(), metrics)
+    return metrics, rates
+
+
+def _retention(vla, cfg: KinsulConfig) -> dict[str, float]:
+    tok = make_tokenizer(cfg)
+    store.generate(cfg, "vlm", progress=False)
+    probe_ds = store.load(cfg, "vlm")["probe"]
+    if cfg.eval.probe_samples:
+        probe_ds = probe_ds.select(range(min(cfg.eval.probe_samples, len(probe_ds))))
+    probe = VLMTensors.from_dataset(probe_ds, tok, cfg.model.max_text_len)
+    base_cfg = dataclasses.replace(cfg.model, pretrained_path=str(pretrained.resolve(cfg)))
+    base = build_vla(base_cfg, tok, data_spec(cfg), with_expert=False)
+    return retention(vla, base, probe)
+
+
+def _latency(vla, tok, cfg: KinsulConfig) -> dict[str, float]:
+    from kinsul.data.batch import Observation
+
+    s = cfg.world.image_size
+    text = prompt_ids(tok, ["put the red square on the blue circle"], cfg.model.max_text_len)
+    obs = Observation(torch.from_numpy(np.full((1, s, s, 3), 200, np.uint8)), torch.zeros(1, 4), text,
+                      text != tok.pad_id)  # fmt: skip
+    return chunk_latency(vla, obs, cfg.model.flow_steps, FAST_TOKENS, cfg.eval.latency_repeats)
+
+
+def _log(cfg: KinsulConfig, run_id: str, metrics: dict[str, float]) -> None:
+    from mlflow.tracking import MlflowClient
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    for key, value in metrics.items():
+        if np.isfinite(value):
+            client.log_metric(run_id, key, float(value))
+
+
+def format_table(metrics: dict[str, float], rates: dict[str, dict]) -> str:
+    lines = [f"{'metric':<36}{'value':>10}  {'95% CI':<16}{'episodes':>9}"]
+    for key, value in metrics.items():
+        if key.endswith("_n"):
+            continue
+        r = rates.get(key)
+        ci = f"[{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]" if r else ""
+        n = f"{r['n']}" if r else ""
+        lines.append(f"{key:<36}{value:>10.3f}  {ci:<16}{n:>9}")
+    return "\n".join(lines)

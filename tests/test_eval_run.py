@@ -1,0 +1,51 @@
+import dataclasses
+
+import pytest
+from conftest import micro_train_config
+from mlflow.tracking import MlflowClient
+
+from kinsul.cli import main
+from kinsul.data.tensors import VLMTensors
+from kinsul.evaluation.retention import retention
+from kinsul.models.build import build_vla
+from kinsul.models.pretrained import SHIPPED_DIR
+from kinsul.training.pretrain import data_spec, make_tokenizer
+from kinsul.training.train import train
+
+
+@pytest.fixture(scope="module")
+def trained_run(micro_root):
+    return train(
+        micro_train_config(micro_root, "strategy.name=ki", "trainer.run_name=eval-me"), progress=False
+    )
+
+
+def test_eval_prints_table_and_logs_to_the_run(trained_run, micro_root, capsys):
+    args = ["eval", str(trained_run), "eval.episodes=1", "eval.latency_repeats=1", "eval.batch=3"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    for key in ("eval/success", "eval/success_heldout", "eval/language_following", "eval/retention",
+                "speed/chunk_ms_flow", "speed/chunk_ms_fast"):  # fmt: skip
+        assert key in out, key
+    client = MlflowClient(tracking_uri=f"sqlite:///{micro_root / 'mlflow.db'}")
+    run = client.get_run((trained_run / "mlflow_run_id").read_text().strip())
+    assert "eval/success" in run.data.metrics and run.data.metrics["speed/backbone_passes_flow"] == 1.0
+
+
+def test_eval_rejects_a_world_the_checkpoint_does_not_fit(trained_run, capsys):
+    assert main(["eval", str(trained_run), "world.image_size=32"]) == 2
+    assert "image_size: model 64 vs the evaluation world 32" in capsys.readouterr().err
+    assert main(["eval", str(trained_run.parent / "nope")]) == 2
+
+
+def test_retention_of_the_unmodified_pretrained_vlm_is_one(micro_data):
+    cfg, _, vlm = micro_data
+    tok = make_tokenizer(cfg)
+    shipped = next(p for p in SHIPPED_DIR.iterdir() if p.is_dir())
+    model_cfg = dataclasses.replace(cfg.model, size="tiny", pretrained_path=str(shipped))
+    a = build_vla(model_cfg, tok, data_spec(cfg), with_expert=False)
+    b = build_vla(model_cfg, tok, data_spec(cfg), with_expert=False)
+    probe = VLMTensors.from_dataset(vlm["train"], tok, cfg.model.max_text_len)
+    metrics = retention(a, b, probe)
+    assert metrics["eval/probe_acc_pretrained"] > 0
+    assert metrics["eval/retention"] == 1.0
