@@ -30,6 +30,9 @@ def test_eval_prints_table_and_logs_to_the_run(trained_run, micro_root, capsys):
     client = MlflowClient(tracking_uri=f"sqlite:///{micro_root / 'mlflow.db'}")
     run = client.get_run((trained_run / "mlflow_run_id").read_text().strip())
     assert "eval/success" in run.data.metrics and run.data.metrics["speed/backbone_passes_flow"] == 1.0
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "eval")]
+    assert "eval/success_by_concept.png" in artifacts and "eval/metrics.json" in artifacts
+    assert any(a.endswith(".gif") for a in artifacts)
 
 
 def test_eval_rejects_a_world_the_checkpoint_does_not_fit(trained_run, capsys):

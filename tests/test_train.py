@@ -62,6 +62,15 @@ def test_run_is_logged_to_mlflow_and_read_back(micro_root):
         assert key in run.data.metrics, key
     history = client.get_metric_history(run.info.run_id, "val/action_mse")
     assert [m.step for m in history] == [1, 3]
+
+
+def test_steps_to_target_records_the_first_validation_that_reaches_it(micro_root):
+    run_dir = train(micro(micro_root, "strategy.name=frozen", "trainer.run_name=speed",
+                          "trainer.action_mse_target=1000"), progress=False)  # fmt: skip
+    client = MlflowClient(tracking_uri=f"sqlite:///{micro_root / 'mlflow.db'}")
+    run = client.get_run((run_dir / "mlflow_run_id").read_text().strip())
+    assert run.data.metrics["speed/steps_to_target"] == 2.0  # the first validation, after 2 steps
+    assert run.data.metrics["speed/seconds_to_target"] > 0
     assert "config.yaml" in [a.path for a in client.list_artifacts(run.info.run_id)]
 
 

@@ -14,4 +14,5 @@ BENCHMARKS: dict[str, Callable[[], dict]] = {
     "bf16_step": models.bf16_step,
     "vlm_probe": models.vlm_probe,
     "strategy_steps": train.strategy_steps,
+    "eval_checkpoint": models.eval_checkpoint,
 }

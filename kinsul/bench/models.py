@@ -129,3 +129,27 @@ def vlm_probe() -> dict:
             "details": {**{f"acc_{k}": round(v, 3) for k, v in acc.items()},
                         "pretrain_minutes": round(meta["train_seconds_this_run"] / 60, 1),
                         "pretrain_command": meta["command"], "steps": meta["steps"], "model": meta["name"]}}  # fmt: skip
+
+
+def eval_checkpoint(train_steps: int = 20) -> dict:
+    """Wall time of `kinsul eval` on one checkpoint with the default seed set (30 episodes per set, the whole
+    VLM probe), and the rollout throughput it measured. The checkpoint is a short ki run made here."""
+    import tempfile
+
+    from kinsul.evaluation.evaluate import evaluate
+    from kinsul.training.train import train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(overrides=["strategy.name=ki", f"trainer.max_steps={train_steps}", "trainer.val_every=10",
+                                     f"trainer.runs_dir={tmp}", "trainer.run_name=bench", "tracking.enabled=false"])  # fmt: skip
+        run = train(cfg, progress=False)
+        start = time.perf_counter()
+        metrics, _ = evaluate(run, log=False)
+        seconds = time.perf_counter() - start
+    episodes = sum(
+        int(metrics[f"{k}_n"]) for k in ("eval/success", "eval/success_heldout", "eval/language_following")
+    )
+    return {"value": round(seconds, 1), "unit": "s", "goal": "<= 120 s on 2 cores", "ok": seconds <= 120,
+            "command": "kinsul bench eval_checkpoint",
+            "details": {"rollout_env_steps_per_s": round(metrics["speed/rollout_steps_per_s"], 1),
+                        "episodes": episodes, "size": cfg.model.size}}  # fmt: skip

@@ -15,6 +15,7 @@ from kinsul.config.loader import load_config
 from kinsul.config.schema import KinsulConfig
 from kinsul.data import store
 from kinsul.data.tensors import VLMTensors, prompt_ids
+from kinsul.evaluation.artifacts import success_plot, write_gifs, write_metrics
 from kinsul.evaluation.latency import chunk_latency
 from kinsul.evaluation.policies import VLAPolicy
 from kinsul.evaluation.retention import retention
@@ -67,7 +68,8 @@ def evaluate(target: str | Path, overrides: list[str] = (), log: bool = True) ->
     specs = evaluation_specs(list(cfg.world.tasks), e.episodes, e.seed)
     start = time.perf_counter()
     results = {
-        k: rollout(policy, v, cfg.world, cfg.concepts, e.execute_steps, e.batch) for k, v in specs.items()
+        k: rollout(policy, v, cfg.world, cfg.concepts, e.execute_steps, e.batch, record=e.videos)
+        for k, v in specs.items()
     }
     steps = sum(r.steps for rs in results.values() for r in rs)
     metrics["speed/rollout_steps_per_s"] = steps / (time.perf_counter() - start)
@@ -79,8 +81,12 @@ def evaluate(target: str | Path, overrides: list[str] = (), log: bool = True) ->
         metrics["eval/fast_invalid_chunks"] = float(policy.invalid_chunks)
     metrics.update(_retention(vla, trained_cfg))
     metrics.update(_latency(vla, tok, cfg))
+    out = run_dir / "eval"
+    out.mkdir(exist_ok=True)
+    files = [*write_gifs(results["seen"] + results["heldout"], out), success_plot(rates, list(cfg.world.tasks), out),
+             write_metrics(metrics, out)]  # fmt: skip
     if log and trained_cfg.tracking.enabled and (run_dir / RUN_ID_FILE).exists():
-        _log(trained_cfg, (run_dir / RUN_ID_FILE).read_text().strip(), metrics)
+        _log(trained_cfg, (run_dir / RUN_ID_FILE).read_text().strip(), metrics, files)
     return metrics, rates
 
 
@@ -106,7 +112,7 @@ def _latency(vla, tok, cfg: KinsulConfig) -> dict[str, float]:
     return chunk_latency(vla, obs, cfg.model.flow_steps, FAST_TOKENS, cfg.eval.latency_repeats)
 
 
-def _log(cfg: KinsulConfig, run_id: str, metrics: dict[str, float]) -> None:
+def _log(cfg: KinsulConfig, run_id: str, metrics: dict[str, float], files: list[Path]) -> None:
     from mlflow.tracking import MlflowClient
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -114,6 +120,8 @@ def _log(cfg: KinsulConfig, run_id: str, metrics: dict[str, float]) -> None:
     for key, value in metrics.items():
         if np.isfinite(value):
             client.log_metric(run_id, key, float(value))
+    for path in files:
+        client.log_artifact(run_id, str(path), artifact_path="eval")
 
 
 def format_table(metrics: dict[str, float], rates: dict[str, dict]) -> str:

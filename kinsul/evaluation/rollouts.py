@@ -27,6 +27,7 @@ class EpisodeResult:
     success: bool
     followed: bool  # the first object interacted with was the instructed one
     steps: int
+    frames: list | None = None  # RGB frames, for the first ``record`` episodes of a rollout
 
 
 def evaluation_specs(tasks: list[str], episodes: int, seed: int) -> dict[str, list[EpisodeSpec]]:
@@ -42,7 +43,7 @@ def evaluation_specs(tasks: list[str], episodes: int, seed: int) -> dict[str, li
 
 
 def rollout(policy: Policy, specs: list[EpisodeSpec], world: WorldConfig, concepts: ConceptConfig,
-            execute_steps: int, batch: int = 16) -> list[EpisodeResult]:  # fmt: skip
+            execute_steps: int, batch: int = 16, record: int = 0) -> list[EpisodeResult]:  # fmt: skip
     """Run every spec to termination; the policy is queried for a chunk whenever an env has used up
     ``execute_steps`` actions of its previous one."""
     results: list[EpisodeResult] = []
@@ -54,6 +55,7 @@ def rollout(policy: Policy, specs: list[EpisodeSpec], world: WorldConfig, concep
                                                 "distractors": s.distractors})[0]
                for env, s in zip(live, group, strict=True)]  # fmt: skip
         policy.reset(live, [s.seed for s in group])
+        frames = [[o["image"]] if start + i < record else None for i, o in enumerate(obs)]
         done = [False] * len(group)
         info: list[dict] = [{} for _ in group]
         steps = [0] * len(group)
@@ -64,12 +66,14 @@ def rollout(policy: Policy, specs: list[EpisodeSpec], world: WorldConfig, concep
                 for t in range(min(execute_steps, chunks.shape[1])):
                     obs[i], _, terminated, truncated, info[i] = live[i].step(chunks[j, t])
                     steps[i] += 1
+                    if frames[i] is not None:
+                        frames[i].append(obs[i]["image"])
                     if terminated or truncated:
                         done[i] = True
                         break
         for i, s in enumerate(group):
             followed = info[i]["first_interaction"] == info[i]["target"]
-            results.append(EpisodeResult(s, bool(info[i]["is_success"]), bool(followed), steps[i]))
+            results.append(EpisodeResult(s, bool(info[i]["is_success"]), bool(followed), steps[i], frames[i]))
     return results
 
 

@@ -67,8 +67,12 @@ class TrainerConfig:
     runs_dir: str = "runs"  # run folders live here: runs/<run_name>/
     run_name: str = ""  # empty: <strategy>-s<seed>-<config hash>
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    action_mse_target: float = (
+        0.05  # speed/steps_to_target: first validation step with val/action_mse <= this
+    )
 
     def __post_init__(self) -> None:
+        check_range("action_mse_target", self.action_mse_target, 0.0, 1e6)
         check_range("max_steps", self.max_steps, 1, 10_000_000)
         check_range("batch_size", self.batch_size, 1, 65_536)
         check_range("lr", self.lr, 1e-7, 1.0)
@@ -102,6 +106,7 @@ class EvalConfig:
     batch: int = 16  # environments stepped in lockstep
     probe_samples: int = 0  # VLM probe questions scored for retention; 0 = the whole probe split
     latency_repeats: int = 10  # timed chunks (after 3 warm-up ones); the median is reported
+    videos: int = 2  # rollouts recorded as GIFs per set (seen, held-out), logged as artifacts
 
     def __post_init__(self) -> None:
         check_range("episodes", self.episodes, 1, 1_000_000)
@@ -109,3 +114,4 @@ class EvalConfig:
         check_range("batch", self.batch, 1, 4096)
         check_range("probe_samples", self.probe_samples, 0, 10_000_000)
         check_range("latency_repeats", self.latency_repeats, 1, 10_000)
+        check_range("videos", self.videos, 0, 1000)

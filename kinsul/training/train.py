@@ -20,7 +20,7 @@ from kinsul.models import pretrained
 from kinsul.models.build import DataSpec, build_vla, check_data_spec
 from kinsul.strategies import create
 from kinsul.strategies.base import Strategy
-from kinsul.training.callbacks import ExceptionCheckpoint, LastCheckpoint
+from kinsul.training.callbacks import ExceptionCheckpoint, LastCheckpoint, StepsToTarget
 from kinsul.training.datamodule import KinsulDataModule
 from kinsul.training.module import VLAModule, resolve_loss_weights
 from kinsul.training.pretrain import checkpoint_step, data_spec, make_tokenizer
@@ -122,6 +122,7 @@ def train(cfg: KinsulConfig, resume: bool = False, progress: bool = True) -> Pat
             ),
             LastCheckpoint(ckpt_dir / "last.ckpt", tc.checkpoint_every),
             ExceptionCheckpoint(dirpath=ckpt_dir, filename="last"),
+            StepsToTarget("val/action_mse", tc.action_mse_target),
         ],
     )
     resume_from = last if resume and last.exists() else None
