@@ -25,6 +25,7 @@ def test_eval_prints_table_and_logs_to_the_run(trained_run, micro_root, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     for key in ("eval/success", "eval/success_heldout", "eval/language_following", "eval/retention",
+                "val/action_mse", "val/action_mse_heldout",
                 "speed/chunk_ms_flow", "speed/chunk_ms_fast"):  # fmt: skip
         assert key in out, key
     client = MlflowClient(tracking_uri=f"sqlite:///{micro_root / 'mlflow.db'}")

@@ -79,6 +79,7 @@ def evaluate(target: str | Path, overrides: list[str] = (), log: bool = True) ->
         metrics[f"{key}_n"] = float(r["n"])
     if strategy.decoding == "fast":
         metrics["eval/fast_invalid_chunks"] = float(policy.invalid_chunks)
+    metrics.update(_offline_errors(vla, tok, fast, strategy.decoding, trained_cfg))
     metrics.update(_retention(vla, trained_cfg))
     metrics.update(_latency(vla, tok, cfg))
     out = run_dir / "eval"
@@ -88,6 +89,29 @@ def evaluate(target: str | Path, overrides: list[str] = (), log: bool = True) ->
     if log and trained_cfg.tracking.enabled and (run_dir / RUN_ID_FILE).exists():
         _log(trained_cfg, (run_dir / RUN_ID_FILE).read_text().strip(), metrics, files)
     return metrics, rates
+
+
+def _offline_errors(vla, tok, fast, decoding: str, cfg: KinsulConfig) -> dict[str, float]:
+    """val/action_mse on held-out demonstrations (validation split) and val/action_mse_heldout on demonstrations
+    that target held-out concepts (probe split), with the strategy's own decoding."""
+    from torchmetrics.aggregation import MeanMetric
+
+    from kinsul.data.tensors import RobotTensors
+    from kinsul.training.module import chunk_errors
+
+    robot = store.load(cfg, "robot")
+    m, out = cfg.model, {}
+    for split, key in (("validation", "val/action_mse"), ("probe", "val/action_mse_heldout")):
+        ds = robot[split]
+        stride = max(1, len(ds) // cfg.eval.offline_frames)
+        ds = ds.select(range(0, len(ds), stride)[: cfg.eval.offline_frames])
+        data = RobotTensors.from_dataset(ds, tok, fast, m.max_text_len, m.max_fast_len)
+        mse = MeanMetric()
+        for i, start in enumerate(range(0, len(data), 64)):
+            batch = data.batch(torch.arange(start, min(start + 64, len(data))), tok.pad_id)
+            mse.update(chunk_errors(vla, fast, decoding, batch, m.flow_steps, m.max_fast_len, i)[0])
+        out[key] = float(mse.compute()) if len(data) else float("nan")
+    return out
 
 
 def _retention(vla, cfg: KinsulConfig) -> dict[str, float]:

@@ -107,6 +107,7 @@ class EvalConfig:
     probe_samples: int = 0  # VLM probe questions scored for retention; 0 = the whole probe split
     latency_repeats: int = 10  # timed chunks (after 3 warm-up ones); the median is reported
     videos: int = 2  # rollouts recorded as GIFs per set (seen, held-out), logged as artifacts
+    offline_frames: int = 256  # demonstration frames scored for val/action_mse and val/action_mse_heldout
 
     def __post_init__(self) -> None:
         check_range("episodes", self.episodes, 1, 1_000_000)
@@ -115,3 +116,4 @@ class EvalConfig:
         check_range("probe_samples", self.probe_samples, 0, 10_000_000)
         check_range("latency_repeats", self.latency_repeats, 1, 10_000)
         check_range("videos", self.videos, 0, 1000)
+        check_range("offline_frames", self.offline_frames, 1, 10_000_000)

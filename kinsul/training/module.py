@@ -89,16 +89,13 @@ class VLAModule(L.LightningModule):
 
     # -- validation: the strategy's own decoding -----------------------------------------------------
     def validation_step(self, batch: RobotBatch, i: int):
-        if self.strategy.decoding == "flow":
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(i)  # the same noise at every validation: comparable numbers
-                chunk = self.vla.sample_actions(batch.obs, steps=self.cfg.model.flow_steps)
-        else:
-            chunk, invalid = decode_fast_chunks(self.vla, self.fast, batch.obs, self.cfg.model.max_fast_len)
-            self.val_invalid.update(invalid.float())
-        keep = (~batch.action_pad).float()[..., None]
-        err = ((chunk - batch.actions) ** 2 * keep).sum((1, 2)) / (keep.sum((1, 2)) * chunk.shape[-1])
+        m = self.cfg.model
+        err, invalid = chunk_errors(
+            self.vla, self.fast, self.strategy.decoding, batch, m.flow_steps, m.max_fast_len, i
+        )
         self.val_mse.update(err)
+        if invalid is not None:
+            self.val_invalid.update(invalid.float())
 
     def on_validation_epoch_end(self) -> None:
         self.log("val/action_mse", self.val_mse.compute(), prog_bar=True)
@@ -134,6 +131,23 @@ def check_groups(vla: torch.nn.Module, groups) -> None:
         if p.requires_grad != (id(p) in seen):
             state = "trainable but in no group" if p.requires_grad else "frozen but in a group"
             raise AssertionError(f"parameter '{name}' is {state}")
+
+
+@torch.no_grad()
+def chunk_errors(vla: VLA, fast: FastTokenizer, decoding: str, batch: RobotBatch, flow_steps: int,
+                 max_fast_len: int, seed: int):  # fmt: skip
+    """Per-sample MSE of the decoded chunk (the strategy's own decoding) against the demonstration, over
+    non-padded steps; and, for FAST decoding, which sequences were invalid. Flow noise is seeded by ``seed``."""
+    invalid = None
+    if decoding == "flow":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # the same noise at every validation: comparable numbers
+            chunk = vla.sample_actions(batch.obs, steps=flow_steps)
+    else:
+        chunk, invalid = decode_fast_chunks(vla, fast, batch.obs, max_fast_len)
+    keep = (~batch.action_pad).float()[..., None]
+    err = ((chunk - batch.actions) ** 2 * keep).sum((1, 2)) / (keep.sum((1, 2)) * chunk.shape[-1])
+    return err, invalid
 
 
 @torch.no_grad()
