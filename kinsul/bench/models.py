@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import statistics
 import time
 
 import torch
 
 from kinsul.config import load_config
 from kinsul.data.batch import Observation
+from kinsul.evaluation.latency import FAST_TOKENS, median_ms
+from kinsul.evaluation.latency import chunk_latency as chunk_latency_of
 from kinsul.models.build import build_vla
 from kinsul.models.config import SIZE_PRESETS, ModelConfig
 from kinsul.models.flow import interpolate, sample_time
@@ -43,30 +44,15 @@ def _obs(cfg, tok, batch: int) -> Observation:
     return Observation(images, torch.rand(batch, 4, generator=g), enc.ids, enc.mask)
 
 
-def _median_ms(fn, warmup: int = 3, repeats: int = 20) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
-
-
-def chunk_latency(fast_tokens: int = 14) -> dict:
+def chunk_latency(fast_tokens: int = FAST_TOKENS) -> dict:
     """Per-chunk latency at batch 1: the flow expert (backbone once + 10 Euler steps over its cache) vs
     pi0-FAST decoding of ``fast_tokens`` tokens (the mean FAST length of KinsulWorld chunks at scale 10,
     forced, so weights do not change the count)."""
     cfg = load_config()
     tok = make_tokenizer(cfg)
     vla = build_vla(cfg.model, tok, data_spec(cfg)).eval()
-    obs = _obs(cfg, tok, 1)
-    with torch.inference_mode():
-        flow_ms = _median_ms(lambda: vla.sample_actions(obs, steps=cfg.model.flow_steps))
-        fast_ms = _median_ms(
-            lambda: vla.generate_fast(obs, max_len=fast_tokens, stop_at_eos=False), repeats=10
-        )
+    speed = chunk_latency_of(vla, _obs(cfg, tok, 1), cfg.model.flow_steps, fast_tokens, repeats=20)
+    flow_ms, fast_ms = speed["speed/chunk_ms_flow"], speed["speed/chunk_ms_fast"]
     ratio = fast_ms / flow_ms
     return {"value": round(ratio, 2), "unit": "x (FAST ms / flow ms)", "goal": ">= 5x", "ok": ratio >= 5,
             "command": "kinsul bench chunk_latency",
@@ -99,8 +85,8 @@ def bf16_step(batch: int = 32) -> dict:
 
         return run
 
-    fp32 = _median_ms(step(False), repeats=10)
-    bf16 = _median_ms(step(True), repeats=10)
+    fp32 = median_ms(step(False), repeats=10)
+    bf16 = median_ms(step(True), repeats=10)
     return {"value": round(bf16 / fp32, 2), "unit": "x (bf16 ms / fp32 ms)", "goal": "measure; pick per preset",
             "ok": None, "command": "kinsul bench bf16_step",
             "details": {"fp32_step_ms": round(fp32, 1), "bf16_step_ms": round(bf16, 1), "batch": batch,

@@ -16,7 +16,7 @@ from kinsul.config.schema import KinsulConfig
 from kinsul.data import store
 from kinsul.data.tensors import VLMTensors, prompt_ids
 from kinsul.evaluation.artifacts import success_plot, write_gifs, write_metrics
-from kinsul.evaluation.latency import chunk_latency
+from kinsul.evaluation.latency import FAST_TOKENS, chunk_latency
 from kinsul.evaluation.policies import VLAPolicy
 from kinsul.evaluation.retention import retention
 from kinsul.evaluation.rollouts import evaluation_specs, rollout, summarize
@@ -25,8 +25,6 @@ from kinsul.models.build import build_vla, check_data_spec
 from kinsul.strategies import create
 from kinsul.training.pretrain import data_spec, make_tokenizer
 from kinsul.training.train import RUN_ID_FILE, prepare
-
-FAST_TOKENS = 14  # the mean FAST length of KinsulWorld chunks (H = 10, scale 10); forced for latency
 
 
 def locate(target: str | Path) -> tuple[Path, Path]:

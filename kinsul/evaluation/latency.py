@@ -9,6 +9,8 @@ import torch
 
 from kinsul.models.vla import VLA
 
+FAST_TOKENS = 14  # the mean FAST length of KinsulWorld chunks (H = 10, scale 10); forced when timing pi0-FAST
+
 
 def median_ms(fn, warmup: int = 3, repeats: int = 10) -> float:
     for _ in range(warmup):
