@@ -92,6 +92,27 @@ def cmd_eval(ns: argparse.Namespace) -> None:
     print(format_table(metrics, rates))
 
 
+def cmd_sweep(ns: argparse.Namespace) -> None:
+    from kinsul.config import load_config
+    from kinsul.sweeps.report import report
+    from kinsul.sweeps.run import run_sweep, study_name
+
+    study = run_sweep(ns.preset, ns.overrides, resume=ns.resume)
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    print(f"\nsweep '{study.study_name}': {len(done)} of {len(study.trials)} trials complete")
+    cfg = load_config(ns.preset, ns.overrides)
+    out = f"sweeps/{study_name(ns.preset)}"
+    print(report(ns.preset, ns.overrides, out))
+    print(f"\nreport: {out}/report.md  |  browse the runs: kinsul ui  (MLflow at {cfg.tracking.uri})")
+
+
+def cmd_report(ns: argparse.Namespace) -> None:
+    from kinsul.sweeps.report import report
+    from kinsul.sweeps.run import study_name
+
+    print(report(ns.preset, ns.overrides, f"sweeps/{study_name(ns.preset)}"))
+
+
 def cmd_ui(ns: argparse.Namespace) -> None:
     import subprocess
 
@@ -166,6 +187,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("eval", cmd_eval, "evaluate a run folder or checkpoint; log the metrics to its MLflow run")
     p.add_argument("target", help="a run folder (runs/NAME) or a checkpoint file")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. eval.episodes=20")
+
+    p = verb("sweep", cmd_sweep, "run an ablation sweep (Optuna grid) from a preset with a `sweep:` section")
+    p.add_argument("preset", help="a sweep preset under ablations/ (e.g. quick) or a YAML path")
+    p.add_argument(
+        "--resume", action="store_true", help="finish a killed sweep: run only missing or failed trials"
+    )
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+
+    p = verb("report", cmd_report, "print (and write) the comparison table of a sweep")
+    p.add_argument("preset")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
 
     p = verb("ui", cmd_ui, "start the MLflow UI on the tracking store, bound to 127.0.0.1")
     p.add_argument("--port", type=int, default=5000)

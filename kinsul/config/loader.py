@@ -57,6 +57,7 @@ def _load_preset(name: str, seen: tuple[str, ...] = ()) -> list[DictConfig]:
         raise ConfigError(
             "preset", f"'{path}' must hold a mapping of config keys, got {type(layer).__name__}"
         )
+    layer.pop("sweep", None)  # a sweep preset's own section; the rest is an ordinary run preset
     base = layer.pop("base", None)
     if base is None:
         return [layer]

@@ -94,6 +94,7 @@ class TrackingConfig:
     uri: str = "sqlite:///mlflow.db"  # a sqlite file in the working folder, or an `mlflow server` URL
     experiment: str = "kinsul"
     enabled: bool = True
+    parent_run_id: str = ""  # set by sweeps: each trial's run is a child of the sweep's run
 
 
 @dataclass

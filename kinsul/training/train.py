@@ -61,7 +61,9 @@ def make_logger(cfg: KinsulConfig, run_dir: Path, strategy: Strategy) -> MLFlowL
     logger = MLFlowLogger(experiment_name=cfg.tracking.experiment, tracking_uri=cfg.tracking.uri,
                           run_name=run_dir.name, run_id=run_id,
                           tags={"strategy": strategy.name, "seed": str(cfg.seed), "git_commit": git_commit(),
-                                "mlflow.note.content": strategy.description})  # fmt: skip
+                                "mlflow.note.content": strategy.description,
+                                **({"mlflow.parentRunId": cfg.tracking.parent_run_id}
+                                   if cfg.tracking.parent_run_id else {})})  # fmt: skip
     if run_id is None:
         id_file.write_text(logger.run_id)
         logger.log_hyperparams(flat_config(cfg))
