@@ -58,16 +58,23 @@ def run_sweep(preset: str, overrides: list[str] = (), resume: bool = False) -> o
         if all(p in complete for p in spec.points()):
             return study  # finished earlier: nothing to run, the caller reports
         raise FileExistsError(f"study '{name}' in {spec.storage} is unfinished: pass --resume to finish it")
-    todo = len(spec.points())
+    callbacks = []
     if resume:
-        optuna.storages.fail_stale_trials(study)  # trials of killed workers
-        done = [t.params for t in study.get_trials(states=(TrialState.COMPLETE, TrialState.RUNNING))]
-        missing = [p for p in spec.points() if p not in done]
-        for point in missing:  # failed or never-run points: the grid sampler treats failed ones as visited
-            study.enqueue_trial(point, skip_if_exists=False)
-        todo = len(missing)
+        # Workers sharing a study (`kinsul sweep NAME --resume` on several machines): fail the trials of dead
+        # workers, queue every grid point that is neither done, running nor queued (the grid sampler would count
+        # failed points as visited), then all workers pop the queue until it is empty.
+        optuna.storages.fail_stale_trials(study)
+        live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+        taken = [t.system_attrs.get("fixed_params", t.params) for t in study.get_trials(states=live)]
+        for point in spec.points():
+            if point not in taken:
+                study.enqueue_trial(point, skip_if_exists=False)
+        callbacks.append(_stop_when_queue_empty)
+    todo = len(spec.points())
 
     def objective(trial: optuna.Trial) -> float:
+        if resume and "fixed_params" not in trial.system_attrs:
+            raise optuna.TrialPruned("the grid queue was emptied by another worker")
         params = {k: trial.suggest_categorical(k, v) for k, v in spec.grid.items()}
         trial_overrides = [*overrides, *(f"{k}={v}" for k, v in params.items()),
                            f"trainer.run_name={name}-t{trial.number:03d}",
@@ -94,6 +101,13 @@ def run_sweep(preset: str, overrides: list[str] = (), resume: bool = False) -> o
             trial.set_user_attr(key, value)
         return metrics[spec.objective]
 
-    if todo:
-        study.optimize(objective, n_trials=todo, catch=(Exception,))
+    if not resume or study.get_trials(states=(TrialState.WAITING,)):
+        study.optimize(
+            objective, n_trials=todo, catch=(Exception,), callbacks=callbacks, show_progress_bar=True
+        )
     return study
+
+
+def _stop_when_queue_empty(study: optuna.Study, _trial) -> None:
+    if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        study.stop()
