@@ -73,8 +73,6 @@ def run_sweep(preset: str, overrides: list[str] = (), resume: bool = False) -> o
     todo = len(spec.points())
 
     def objective(trial: optuna.Trial) -> float:
-        if resume and "fixed_params" not in trial.system_attrs:
-            raise optuna.TrialPruned("the grid queue was emptied by another worker")
         params = {k: trial.suggest_categorical(k, v) for k, v in spec.grid.items()}
         trial_overrides = [*overrides, *(f"{k}={v}" for k, v in params.items()),
                            f"trainer.run_name={name}-t{trial.number:03d}",
