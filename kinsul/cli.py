@@ -103,6 +103,12 @@ def cmd_sweep(ns: argparse.Namespace) -> None:
     cfg = load_config(ns.preset, ns.overrides)
     out = f"sweeps/{study_name(ns.preset)}"
     print(report(ns.preset, ns.overrides, out))
+    if cfg.tracking.enabled:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=cfg.tracking.uri)
+        for name in ("report.md", "report.csv"):
+            client.log_artifact(study.user_attrs["mlflow_parent_run_id"], f"{out}/{name}")
     print(f"\nreport: {out}/report.md  |  browse the runs: kinsul ui  (MLflow at {cfg.tracking.uri})")
 
 

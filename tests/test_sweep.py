@@ -51,6 +51,7 @@ def test_grid_kill_resume_and_report(micro_root, tmp_path, monkeypatch):
     parent = next(r for r in runs if r.data.tags.get("kinsul.role") == "parent")
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(r.info.status for r in children) == ["FAILED", "FINISHED", "FINISHED"]
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
     assert "KeyboardInterrupt" in next(r for r in children if r.info.status == "FAILED").data.tags["error"]
 
     text = report(preset, overrides, tmp_path / "out")

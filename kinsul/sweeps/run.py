@@ -99,10 +99,14 @@ def run_sweep(preset: str, overrides: list[str] = (), resume: bool = False) -> o
             trial.set_user_attr(key, value)
         return metrics[spec.objective]
 
+    study.set_user_attr("mlflow_parent_run_id", parent)
     if not resume or study.get_trials(states=(TrialState.WAITING,)):
         study.optimize(
             objective, n_trials=todo, catch=(Exception,), callbacks=callbacks, show_progress_bar=True
         )
+    complete = [t.params for t in study.get_trials(states=(TrialState.COMPLETE,))]
+    if all(p in complete for p in spec.points()):
+        client.set_terminated(parent, "FINISHED")
     return study
 
 
