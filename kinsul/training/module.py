@@ -3,8 +3,6 @@ groups from what the strategy says. It never looks at a strategy's name."""
 
 from __future__ import annotations
 
-import math
-
 import lightning as L
 import torch
 from torchmetrics.aggregation import MeanMetric
@@ -17,6 +15,7 @@ from kinsul.models.vla import VLA, flow_loss, token_loss
 from kinsul.strategies.base import LOSS_TERMS, Strategy
 from kinsul.tokenizers.fast import FastTokenizer
 from kinsul.training.callbacks import NonFiniteLossError
+from kinsul.training.schedule import warmup_cosine
 
 
 def resolve_loss_weights(strategy: Strategy, overrides: dict[str, float]) -> dict[str, float]:
@@ -110,13 +109,7 @@ class VLAModule(L.LightningModule):
         check_groups(self.vla, self.groups)
         param_groups = [{"params": g.params, "lr": tc.lr * g.lr_scale, "name": g.name} for g in self.groups]
         opt = torch.optim.AdamW(param_groups, lr=tc.lr, weight_decay=tc.weight_decay)
-
-        def schedule(step: int) -> float:
-            warm = min(1.0, (step + 1) / max(1, tc.warmup_steps))
-            return warm * 0.5 * (1 + math.cos(math.pi * min(step, tc.max_steps) / tc.max_steps))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return {"optimizer": opt, "lr_scheduler": warmup_cosine(opt, tc.warmup_steps, tc.max_steps)}
 
 
 def check_groups(vla: torch.nn.Module, groups) -> None:

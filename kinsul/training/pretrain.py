@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import sys
@@ -25,6 +24,7 @@ from kinsul.models.build import DataSpec, build_vla
 from kinsul.models.vla import VLA, token_loss
 from kinsul.tokenizers.text import TextTokenizer
 from kinsul.training.callbacks import ExceptionCheckpoint, LastCheckpoint
+from kinsul.training.schedule import warmup_cosine
 from kinsul.world.env import ACTION_DIM, STATE_DIM
 
 
@@ -97,13 +97,7 @@ class VLMPretrainModule(L.LightningModule):
     def configure_optimizers(self):
         p = self.cfg.pretrain
         opt = torch.optim.AdamW(self.vla.parameters(), lr=p.lr, weight_decay=p.weight_decay)
-
-        def schedule(step: int) -> float:
-            warm = min(1.0, (step + 1) / max(1, p.warmup_steps))
-            return warm * 0.5 * (1 + math.cos(math.pi * min(step, p.steps) / p.steps))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return {"optimizer": opt, "lr_scheduler": warmup_cosine(opt, p.warmup_steps, p.steps)}
 
 
 def pretrain_vlm(cfg: KinsulConfig, fresh: bool = False, progress: bool = True) -> Path:
