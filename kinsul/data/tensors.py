@@ -19,6 +19,23 @@ def decode_images(ds: Dataset) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(np.stack(images) if isinstance(images, list) else images))
 
 
+def trim_padding(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Drop the padding columns every row of a batch shares, so short batches run short sequences."""
+    return ids[:, : int((ids != pad_id).sum(1).max())]
+
+
+def index_batches(n: int, batch_size: int):
+    """Consecutive index tensors covering range(n), in order."""
+    for start in range(0, n, batch_size):
+        yield torch.arange(start, min(start + batch_size, n))
+
+
+def even_subset(ds: Dataset, n: int) -> Dataset:
+    """At most ``n`` rows at an even stride, so every episode of a split contributes frames."""
+    stride = max(1, len(ds) // n)
+    return ds.select(range(0, len(ds), stride)[:n])
+
+
 def prompt_ids(tok: TextTokenizer, texts: list[str], max_len: int):
     return tok.batch([[tok.bos_id, *tok.encode(t)] for t in texts], max_len=None).ids[:, :max_len]
 
@@ -42,11 +59,8 @@ class VLMTensors:
         return len(self.qtype)
 
     def batch(self, idx: torch.Tensor, pad_id: int) -> tuple[Observation, torch.Tensor, torch.Tensor]:
-        text = self.text_ids[idx]
-        suffix = self.answer_ids[idx]
-        # trim shared padding so short batches run short sequences
-        text = text[:, : int((text != pad_id).sum(1).max())]
-        suffix = suffix[:, : int((suffix != pad_id).sum(1).max())]
+        text = trim_padding(self.text_ids[idx], pad_id)
+        suffix = trim_padding(self.answer_ids[idx], pad_id)
         state = torch.zeros(len(idx), 0)
         return Observation(self.images[idx], state, text, text != pad_id), suffix, suffix != pad_id
 
@@ -91,9 +105,7 @@ class RobotTensors:
         return len(self.images)
 
     def batch(self, idx: torch.Tensor, pad_id: int) -> RobotBatch:
-        text = self.text_ids[idx]
-        text = text[:, : int((text != pad_id).sum(1).max())]
-        fast = self.fast_ids[idx]
-        fast = fast[:, : int((fast != pad_id).sum(1).max())]
+        text = trim_padding(self.text_ids[idx], pad_id)
+        fast = trim_padding(self.fast_ids[idx], pad_id)
         obs = Observation(self.images[idx], self.state[idx], text, text != pad_id)
         return RobotBatch(obs, self.actions[idx], self.action_pad[idx], fast, fast != pad_id)

@@ -94,19 +94,17 @@ def _offline_errors(vla, tok, fast, decoding: str, cfg: KinsulConfig) -> dict[st
     that target held-out concepts (probe split), with the strategy's own decoding."""
     from torchmetrics.aggregation import MeanMetric
 
-    from kinsul.data.tensors import RobotTensors
+    from kinsul.data.tensors import RobotTensors, even_subset
+    from kinsul.training.datamodule import FixedBatches
     from kinsul.training.module import chunk_errors
 
     robot = store.load(cfg, "robot")
     m, out = cfg.model, {}
     for split, key in (("validation", "val/action_mse"), ("probe", "val/action_mse_heldout")):
-        ds = robot[split]
-        stride = max(1, len(ds) // cfg.eval.offline_frames)
-        ds = ds.select(range(0, len(ds), stride)[: cfg.eval.offline_frames])
+        ds = even_subset(robot[split], cfg.eval.offline_frames)
         data = RobotTensors.from_dataset(ds, tok, fast, m.max_text_len, m.max_fast_len)
         mse = MeanMetric()
-        for i, start in enumerate(range(0, len(data), 64)):
-            batch = data.batch(torch.arange(start, min(start + 64, len(data))), tok.pad_id)
+        for i, batch in enumerate(FixedBatches(data, 64, tok.pad_id)):
             mse.update(chunk_errors(vla, fast, decoding, batch, m.flow_steps, m.max_fast_len, i)[0])
         out[key] = float(mse.compute()) if len(data) else float("nan")
     return out

@@ -8,9 +8,10 @@ forward pass per batch scores it.
 from __future__ import annotations
 
 import torch
+from torch.utils.data import IterableDataset
 from torchmetrics.aggregation import MeanMetric
 
-from kinsul.data.tensors import VLMTensors
+from kinsul.data.tensors import VLMTensors, index_batches
 from kinsul.models.vla import VLA
 
 
@@ -37,15 +38,23 @@ class ProbeAccuracy:
         return out
 
 
+class ProbeBatches(IterableDataset):
+    """The probe split in order: (observation, answer ids, answer mask, question types) per batch."""
+
+    def __init__(self, data: VLMTensors, pad_id: int, batch_size: int = 250):
+        self.data, self.pad_id, self.batch_size = data, pad_id, batch_size
+
+    def __iter__(self):
+        for idx in index_batches(len(self.data), self.batch_size):
+            yield (*self.data.batch(idx, self.pad_id), [self.data.qtype[i] for i in idx.tolist()])
+
+
 @torch.no_grad()
 def probe_accuracy(vla: VLA, data: VLMTensors, batch_size: int = 250) -> dict[str, float]:
     was_training = vla.training
     vla.eval()
     acc = ProbeAccuracy(sorted(set(data.qtype)))
-    pad = vla.tokenizer.pad_id
-    for start in range(0, len(data), batch_size):
-        idx = torch.arange(start, min(start + batch_size, len(data)))
-        obs, suffix, mask = data.batch(idx, pad)
-        acc.update(exact_match(vla, obs, suffix, mask), [data.qtype[i] for i in idx.tolist()])
+    for obs, suffix, mask, qtypes in ProbeBatches(data, vla.tokenizer.pad_id, batch_size):
+        acc.update(exact_match(vla, obs, suffix, mask), qtypes)
     vla.train(was_training)
     return acc.compute()

@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from kinsul.config.schema import KinsulConfig
 from kinsul.data import store
-from kinsul.data.tensors import RobotTensors, VLMTensors
+from kinsul.data.tensors import RobotTensors, VLMTensors, even_subset, index_batches
 from kinsul.strategies.base import Strategy
 from kinsul.tokenizers.fast import FastTokenizer
 from kinsul.tokenizers.text import TextTokenizer
@@ -48,10 +48,8 @@ class FixedBatches(IterableDataset):
         self.data, self.batch_size, self.pad_id = data, batch_size, pad_id
 
     def __iter__(self):
-        for start in range(0, len(self.data), self.batch_size):
-            yield self.data.batch(
-                torch.arange(start, min(start + self.batch_size, len(self.data))), self.pad_id
-            )
+        for idx in index_batches(len(self.data), self.batch_size):
+            yield self.data.batch(idx, self.pad_id)
 
 
 class KinsulDataModule(L.LightningDataModule):
@@ -68,10 +66,7 @@ class KinsulDataModule(L.LightningDataModule):
         robot = store.load(cfg, "robot")
         self.robot_train = RobotTensors.from_dataset(robot["train"], self.tok, self.fast, m.max_text_len,
                                                      m.max_fast_len)  # fmt: skip
-        val = robot["validation"]
-        # an even stride over the split, so every validation episode contributes frames
-        stride = max(1, len(val) // cfg.trainer.val_frames)
-        val = val.select(range(0, len(val), stride)[: cfg.trainer.val_frames])
+        val = even_subset(robot["validation"], cfg.trainer.val_frames)
         self.robot_val = RobotTensors.from_dataset(val, self.tok, self.fast, m.max_text_len, m.max_fast_len)
         vlm = None
         if self.strategy.vlm_ratio > 0:

@@ -18,7 +18,7 @@ from kinsul.config.loader import save_config
 from kinsul.config.schema import KinsulConfig
 from kinsul.data import store
 from kinsul.data.tensors import VLMTensors
-from kinsul.evaluation.probe import ProbeAccuracy, exact_match, probe_accuracy
+from kinsul.evaluation.probe import ProbeAccuracy, ProbeBatches, exact_match, probe_accuracy
 from kinsul.models import pretrained
 from kinsul.models.build import DataSpec, build_vla
 from kinsul.models.vla import VLA, token_loss
@@ -61,16 +61,6 @@ class CurriculumBatches(IterableDataset):
             idx = pool[torch.randint(0, len(pool), (self.cfg.pretrain.batch_size,), generator=g)]
             yield self.data.batch(idx, self.pad_id)
             step += 1
-
-
-class ProbeBatches(IterableDataset):
-    def __init__(self, data: VLMTensors, pad_id: int, batch_size: int = 250):
-        self.data, self.pad_id, self.batch_size = data, pad_id, batch_size
-
-    def __iter__(self):
-        for start in range(0, len(self.data), self.batch_size):
-            idx = torch.arange(start, min(start + self.batch_size, len(self.data)))
-            yield (*self.data.batch(idx, self.pad_id), [self.data.qtype[i] for i in idx.tolist()])
 
 
 class VLMPretrainModule(L.LightningModule):
