@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from kinsul.config import ConfigError, KinsulConfig, load_config, to_yaml
 
@@ -98,18 +99,23 @@ def cmd_sweep(ns: argparse.Namespace) -> None:
     from kinsul.sweeps.run import run_sweep, study_name
 
     study = run_sweep(ns.preset, ns.overrides, resume=ns.resume)
-    done = [t for t in study.trials if t.state.name == "COMPLETE"]
-    print(f"\nsweep '{study.study_name}': {len(done)} of {len(study.trials)} trials complete")
+    states = [t.state.name for t in study.trials]
+    print(
+        f"\nsweep '{study.study_name}': "
+        + ", ".join(f"{states.count(s)} {s.lower()}" for s in sorted(set(states)))
+    )
     cfg = load_config(ns.preset, ns.overrides)
-    out = f"sweeps/{study_name(ns.preset)}"
+    out = Path("sweeps") / study_name(ns.preset)
     print(report(ns.preset, ns.overrides, out))
     if cfg.tracking.enabled:
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_uri=cfg.tracking.uri)
-        for name in ("report.md", "report.csv"):
-            client.log_artifact(study.user_attrs["mlflow_parent_run_id"], f"{out}/{name}")
-    print(f"\nreport: {out}/report.md  |  browse the runs: kinsul ui  (MLflow at {cfg.tracking.uri})")
+        for path in sorted(out.glob("*.*")):  # the table and the plots, beside the trials in the MLflow UI
+            client.log_artifact(study.user_attrs["mlflow_parent_run_id"], str(path))
+    print(
+        f"\nreport: {out}/report.md and plots in {out}/  |  browse the runs: kinsul ui  (MLflow at {cfg.tracking.uri})"
+    )
 
 
 def cmd_report(ns: argparse.Namespace) -> None:
@@ -131,11 +137,11 @@ def cmd_ui(ns: argparse.Namespace) -> None:
 
 
 def cmd_bench(ns: argparse.Namespace) -> None:
-    from kinsul.bench import BENCHMARKS
+    from kinsul.bench import BENCHMARKS, SLOW
     from kinsul.bench.record import record
     from kinsul.config.errors import unknown_name_message
 
-    names = list(BENCHMARKS) if ns.names == ["all"] else ns.names
+    names = [n for n in BENCHMARKS if n not in SLOW] if ns.names == ["all"] else ns.names
     for name in names:
         if name not in BENCHMARKS:
             raise ConfigError("bench", unknown_name_message("benchmark", name, [*BENCHMARKS, "all"]))
@@ -194,7 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="a run folder (runs/NAME) or a checkpoint file")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. eval.episodes=20")
 
-    p = verb("sweep", cmd_sweep, "run an ablation sweep (Optuna grid) from a preset with a `sweep:` section")
+    p = verb(
+        "sweep",
+        cmd_sweep,
+        "run an ablation sweep (Optuna grid or TPE search) from a preset with a `sweep:` section",
+    )
     p.add_argument("preset", help="a sweep preset under ablations/ (e.g. quick) or a YAML path")
     p.add_argument(
         "--resume", action="store_true", help="finish a killed sweep: run only missing or failed trials"
@@ -210,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     overrides(p)
 
     p = verb("bench", cmd_bench, "run benchmarks and record them in docs/benchmarks.{json,md}")
-    p.add_argument("names", nargs="*", default=["all"], help="benchmark names, or 'all'")
+    p.add_argument("names", nargs="*", default=["all"], help="benchmark names, or 'all' (all but main_job)")
     p.add_argument("--docs", default="docs", help="folder of benchmarks.json and benchmarks.md")
     return parser
 

@@ -1,20 +1,26 @@
-"""A 2-trial grid on the micro preset: real Optuna sqlite storage and MLflow store, kill and resume, report."""
+"""Sweeps on the micro preset with real Optuna sqlite storage and a real MLflow store: a grid killed and resumed,
+a TPE search with pruning killed and resumed, the report and its plots, and bad search spaces."""
 
+from types import SimpleNamespace
+
+import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from kinsul.config import ConfigError
 from kinsul.evaluation import evaluate as evaluate_lib
+from kinsul.sweeps.pruning import TrialReport
 from kinsul.sweeps.report import report
 from kinsul.sweeps.run import run_sweep
+from kinsul.training import train as train_lib
 
 
-def write_preset(tmp_path, grid="{strategy.name: [naive, ki], seed: [0]}"):
+def write_preset(tmp_path, grid="{strategy.name: [naive, ki], seed: [0]}", space="grid"):
     preset = tmp_path / "mini.yaml"
     preset.write_text(f"""base: micro
 sweep:
-  grid: {grid}
+  {space}: {grid}
   storage: sqlite:///{tmp_path}/optuna.db
   heartbeat_s: 1
 eval: {{episodes: 1, latency_repeats: 1, probe_samples: 14, videos: 0}}
@@ -57,6 +63,8 @@ def test_grid_kill_resume_and_report(micro_root, tmp_path, monkeypatch):
     text = report(preset, overrides, tmp_path / "out")
     assert "| naive | 1 |" in text and "| ki | 1 |" in text
     assert (tmp_path / "out" / "report.csv").is_file()
+    for plot in ("learning_curves", "retention", "success", "speed_vs_retention"):
+        assert (tmp_path / "out" / f"{plot}.png").stat().st_size > 1000
 
 
 def test_unknown_key_or_strategy_fails_before_any_trial(micro_root, tmp_path):
@@ -65,4 +73,85 @@ def test_unknown_key_or_strategy_fails_before_any_trial(micro_root, tmp_path):
         run_sweep(write_preset(tmp_path, "{trainer.max_stepz: [1, 2]}"), overrides)
     with pytest.raises(ConfigError, match="unknown strategy 'kii'"):
         run_sweep(write_preset(tmp_path, "{strategy.name: [naive, kii]}"), overrides)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_search_with_pruning_kill_and_resume(micro_root, tmp_path, monkeypatch):
+    """TPE over a log-scaled learning rate and a loss weight, median pruning on val/action_mse, objective from
+    training (no evaluation); a killed trial's parameters run again on --resume and the study reaches n_trials."""
+    preset = tmp_path / "tune.yaml"
+    preset.write_text(f"""base: micro
+strategy: {{name: ki}}
+trainer: {{max_steps: 4, val_every: 1}}
+sweep:
+  search:
+    trainer.lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}
+    strategy.loss_weights.fast: {{low: 0.1, high: 1.0}}
+  n_trials: 3
+  startup_trials: 2
+  objective: val/action_mse
+  direction: minimize
+  pruner: median
+  evaluate: false
+  storage: sqlite:///{tmp_path}/optuna.db
+""")
+    overrides = [f"data.root={micro_root / 'data'}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                 f"trainer.runs_dir={tmp_path / 'runs'}"]  # fmt: skip
+    real, calls = train_lib.train, []
+
+    def killed_in_second_trial(cfg, *args, **kwargs):
+        calls.append((cfg.trainer.lr, cfg.strategy.loss_weights["fast"]))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(train_lib, "train", killed_in_second_trial)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(str(preset), overrides)
+    study = run_sweep(str(preset), overrides, resume=True)
+    assert calls[2] == calls[1]  # the killed trial's values ran first on resume
+    done = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(done) == 3 and len(calls) == 4
+    for t in done:
+        assert 1e-4 <= t.params["trainer.lr"] <= 1e-2 and 0.1 <= t.params["strategy.loss_weights.fast"] <= 1.0
+        assert t.intermediate_values  # val/action_mse reported at every validation
+    for t in study.get_trials(states=(TrialState.COMPLETE,)):
+        assert t.value == pytest.approx(t.intermediate_values[max(t.intermediate_values)])
+    text = report(str(preset), overrides)
+    assert "| trial | state | trainer.lr | strategy.loss_weights.fast | val/action_mse |" in text
+
+
+def test_pruning_stops_a_trial_worse_than_the_median():
+    study = optuna.create_study(pruner=optuna.pruners.MedianPruner(n_startup_trials=1), direction="minimize")
+
+    def validate(trial, value, step=10):
+        trainer = SimpleNamespace(
+            callback_metrics={"val/action_mse": value}, global_step=step, sanity_checking=False
+        )
+        TrialReport(trial).on_validation_end(trainer, None)
+
+    good = study.ask()
+    validate(good, 0.5)
+    study.tell(good, 0.5)
+    with pytest.raises(optuna.TrialPruned, match="val/action_mse=0.9 at step 10"):
+        validate(study.ask(), 0.9)
+    validate(study.ask(), 0.3)  # better than the median: goes on
+
+
+@pytest.mark.parametrize(
+    "space, grid, error",
+    [
+        ("search", "{trainer.lr: {low: 0.1, high: 0.01}}\n  n_trials: 2", "sweep.search.trainer.lr.low/high"),
+        ("search", "{trainer.lrr: {low: 0.001, high: 0.01}}\n  n_trials: 2", "trainer.lrr"),
+        (
+            "search",
+            "{trainer.lr: {low: 0.0, high: 0.01, log: true}}\n  n_trials: 2",
+            "sweep.search.trainer.lr.low",
+        ),
+        ("search", "{trainer.lr: {low: 0.001, high: 0.01}}", "sweep.n_trials"),
+    ],
+)
+def test_bad_search_space_fails_before_any_trial(micro_root, tmp_path, space, grid, error):
+    with pytest.raises(ConfigError, match=error.replace(".", r"\.")):
+        run_sweep(write_preset(tmp_path, grid, space), [f"data.root={micro_root / 'data'}"])
     assert not (tmp_path / "runs").exists()

@@ -56,7 +56,8 @@ def evaluate(target: str | Path, overrides: list[str] = (), log: bool = True) ->
     check_data_spec(data_spec(trained_cfg), data_spec(cfg), "the evaluation world")
     strategy = create(trained_cfg.strategy.name, trained_cfg.strategy.options)
     vla, tok, fast = prepare(trained_cfg, strategy, progress=False)
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = checkpoint["state_dict"]
     vla.load_state_dict({k.removeprefix("vla."): v for k, v in state.items() if k.startswith("vla.")})
     vla.eval()
     e = cfg.eval
@@ -85,7 +86,14 @@ def evaluate(target: str | Path, overrides: list[str] = (), log: bool = True) ->
     files = [*write_gifs(results["seen"] + results["heldout"], out), success_plot(rates, list(cfg.world.tasks), out),
              write_metrics(metrics, out)]  # fmt: skip
     if log and trained_cfg.tracking.enabled and (run_dir / RUN_ID_FILE).exists():
-        _log(trained_cfg, (run_dir / RUN_ID_FILE).read_text().strip(), metrics, files)
+        # at the checkpoint's step, so evaluation points sit where training left off in MLflow's charts
+        _log(
+            trained_cfg,
+            (run_dir / RUN_ID_FILE).read_text().strip(),
+            metrics,
+            files,
+            checkpoint["global_step"],
+        )
     return metrics, rates
 
 
@@ -132,14 +140,14 @@ def _latency(vla, tok, cfg: KinsulConfig) -> dict[str, float]:
     return chunk_latency(vla, obs, cfg.model.flow_steps, FAST_TOKENS, cfg.eval.latency_repeats)
 
 
-def _log(cfg: KinsulConfig, run_id: str, metrics: dict[str, float], files: list[Path]) -> None:
+def _log(cfg: KinsulConfig, run_id: str, metrics: dict[str, float], files: list[Path], step: int) -> None:
     from mlflow.tracking import MlflowClient
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     for key, value in metrics.items():
         if np.isfinite(value):
-            client.log_metric(run_id, key, float(value))
+            client.log_metric(run_id, key, float(value), step=step)
     for path in files:
         client.log_artifact(run_id, str(path), artifact_path="eval")
 

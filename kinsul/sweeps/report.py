@@ -1,4 +1,5 @@
-"""`kinsul report PRESET`: one table, rows = strategies, mean ± std over seeds, read back from MLflow."""
+"""`kinsul report PRESET`: one table, rows = strategies, mean ± std over seeds, read back from MLflow with its
+client; plots next to it; for a search, the trials ranked by the objective (from the Optuna study)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import math
 import statistics
 from pathlib import Path
 
+import optuna
 from mlflow.tracking import MlflowClient
 
 from kinsul.config.loader import load_config
-from kinsul.sweeps.run import SWEEP_TAG, study_name
+from kinsul.sweeps.plots import TrialRun, all_plots
+from kinsul.sweeps.run import SWEEP_TAG, storage, study_name
+from kinsul.sweeps.spec import PRUNE_METRIC, load_sweep
 
 COLUMNS = [
     ("speed/steps_to_target", "steps to target"),
@@ -24,7 +28,7 @@ COLUMNS = [
 ]
 
 
-def _fmt(values: list[float]) -> str:
+def _fmt(values: list[float | None]) -> str:
     values = [v for v in values if v is not None and not math.isnan(v)]
     if not values:
         return "–"
@@ -33,37 +37,74 @@ def _fmt(values: list[float]) -> str:
     return f"{mean:.3g} ± {std:.2g}"
 
 
-def collect(preset: str, overrides: list[str] = ()) -> dict[str, list[dict[str, float]]]:
-    """Finished child runs of the sweep, grouped by strategy: {strategy: [metrics of each seed]}."""
+def _curve(client: MlflowClient, run_id: str, max_steps: int) -> list[tuple[int, float]]:
+    """Training's val/action_mse per step (evaluation logs the same key later, at the checkpoint's step)."""
+    points: dict[int, float] = {}
+    for m in sorted(client.get_metric_history(run_id, PRUNE_METRIC), key=lambda m: m.timestamp):
+        if m.step <= max_steps:
+            points.setdefault(m.step, m.value)
+    return sorted(points.items())
+
+
+def collect(preset: str, overrides: list[str] = ()) -> dict[str, list[TrialRun]]:
+    """Finished child runs of the sweep, grouped by strategy: {strategy: [one TrialRun per seed/trial]}."""
     cfg = load_config(preset, list(overrides))
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     exp = client.get_experiment_by_name(cfg.tracking.experiment)
     if exp is None:
         return {}
-    runs = client.search_runs([exp.experiment_id],
-                              f"tags.`{SWEEP_TAG}` = '{study_name(preset)}' and attributes.status = 'FINISHED'")  # fmt: skip
-    rows: dict[str, list[dict[str, float]]] = {}
-    for run in runs:
+    query = f"tags.`{SWEEP_TAG}` = '{study_name(preset)}' and attributes.status = 'FINISHED'"
+    groups: dict[str, list[TrialRun]] = {}
+    for run in client.search_runs([exp.experiment_id], query, max_results=10_000):
         if run.data.tags.get("kinsul.role") == "parent":
             continue
-        rows.setdefault(run.data.tags.get("strategy", "?"), []).append(run.data.metrics)
-    return rows
+        max_steps = int(run.data.params.get("trainer.max_steps", 0))
+        groups.setdefault(run.data.tags.get("strategy", "?"), []).append(
+            TrialRun(
+                run.data.tags.get("strategy", "?"),
+                run.data.metrics,
+                _curve(client, run.info.run_id, max_steps),
+                max_steps,
+            )  # fmt: skip
+        )
+    return dict(sorted(groups.items()))
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def trials_table(preset: str, overrides: list[str] = ()) -> str:
+    """A search's trials, best first: number, state, searched values, objective."""
+    spec = load_sweep(preset, list(overrides))
+    study = optuna.load_study(study_name=study_name(preset), storage=storage(spec))
+    keys = list(spec.search or spec.grid)
+    trials = sorted(
+        study.trials,
+        key=lambda t: (t.value is None, (t.value or 0) * (-1 if spec.direction == "maximize" else 1)),
+    )
+    rows = [[str(t.number), t.state.name, *(f"{t.params[k]:.4g}" if isinstance(t.params.get(k), float)
+                                             else str(t.params.get(k, "–")) for k in keys),
+             "–" if t.value is None else f"{t.value:.4g}"] for t in trials]  # fmt: skip
+    return _markdown(["trial", "state", *keys, spec.objective], rows)
 
 
 def report(preset: str, overrides: list[str] = (), out_dir: str | Path | None = None) -> str:
-    rows = collect(preset, overrides)
+    """The comparison table (returned); with ``out_dir`` also report.md/.csv and the PNG plots there."""
+    groups = collect(preset, overrides)
     header = ["strategy", "seeds", *(label for _, label in COLUMNS)]
-    table = [
-        [s, str(len(ms)), *(_fmt([m.get(key) for m in ms]) for key, _ in COLUMNS)]
-        for s, ms in sorted(rows.items())
-    ]
-    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    md += ["| " + " | ".join(r) + " |" for r in table]
-    text = "\n".join(md)
+    rows = [[s, str(len(runs)), *(_fmt([r.metrics.get(key) for r in runs]) for key, _ in COLUMNS)]
+            for s, runs in groups.items()]  # fmt: skip
+    text = _markdown(header, rows)
+    if load_sweep(preset, list(overrides)).kind == "search":
+        text += "\n\n" + trials_table(preset, overrides)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.md").write_text(text + "\n")
         with open(out / "report.csv", "w", newline="") as f:
-            csv.writer(f).writerows([header, *table])
+            csv.writer(f).writerows([header, *rows])
+        if groups:
+            all_plots(groups, out)
     return text

@@ -1,32 +1,35 @@
-"""`kinsul sweep PRESET`: an Optuna study over the preset's grid; each trial trains and evaluates through the
-same code as `kinsul train` / `kinsul eval`, as an MLflow child run of the sweep's parent run."""
+"""`kinsul sweep PRESET`: an Optuna study over the preset's grid or search space; each trial trains and evaluates
+through the same code as `kinsul train` / `kinsul eval`, as an MLflow child run of the sweep's parent run."""
 
 from __future__ import annotations
 
-import math
 import os
+import warnings
 from pathlib import Path
+from typing import Any
 
 import optuna
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from kinsul.config.loader import load_config
-from kinsul.sweeps.spec import SweepSpec, load_sweep
+from kinsul.sweeps.spec import PRUNE_METRIC, SweepSpec, load_sweep
 
 SWEEP_TAG = "kinsul.sweep"
+DONE = (TrialState.COMPLETE, TrialState.PRUNED)  # a pruned trial is a result, not a gap to fill
 
 
 def study_name(preset: str) -> str:
     return Path(preset).stem
 
 
-def _storage(spec: SweepSpec) -> optuna.storages.RDBStorage:
+def storage(spec: SweepSpec) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(spec.storage, heartbeat_interval=spec.heartbeat_s,
                                       grace_period=2 * spec.heartbeat_s)  # fmt: skip
 
 
-def _parent_run(client: MlflowClient, experiment: str, name: str) -> str:
+def parent_run(client: MlflowClient, experiment: str, name: str) -> str:
+    """The sweep's MLflow run (created once; a resumed sweep keeps logging to it)."""
     exp = client.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
     found = client.search_runs([exp_id], f"tags.`{SWEEP_TAG}` = '{name}' and tags.`kinsul.role` = 'parent'")
@@ -37,77 +40,126 @@ def _parent_run(client: MlflowClient, experiment: str, name: str) -> str:
     ).info.run_id
 
 
-def run_sweep(preset: str, overrides: list[str] = (), resume: bool = False) -> optuna.Study:
-    from kinsul.evaluation.evaluate import evaluate
-    from kinsul.training.train import RUN_ID_FILE, train
+def finished(study: optuna.Study, spec: SweepSpec) -> bool:
+    done = study.get_trials(deepcopy=False, states=DONE)
+    if spec.kind == "search":
+        return len(done) >= spec.n_trials
+    done_points = [t.params for t in done]
+    return all(p in done_points for p in spec.points())
 
+
+def _requeue(study: optuna.Study, spec: SweepSpec) -> None:
+    """Resume: fail the trials of dead workers, then queue what is missing. A grid queues every point that is
+    neither done, running nor queued (the grid sampler counts failed points as visited); a search queues the
+    parameters of its failed trials again. Every worker then pops the queue first."""
+    optuna.storages.fail_stale_trials(study)
+    live = (*DONE, TrialState.RUNNING, TrialState.WAITING)
+    taken = [t.system_attrs.get("fixed_params", t.params) for t in study.get_trials(states=live)]
+    if spec.kind == "grid":
+        missing = spec.points()
+    else:
+        missing = [t.params for t in study.get_trials(states=(TrialState.FAIL,))]
+    for point in missing:
+        if point not in taken:
+            study.enqueue_trial(point, skip_if_exists=False)
+            taken.append(point)
+
+
+def run_sweep(preset: str, overrides: list[str] = (), resume: bool = False) -> optuna.Study:
     overrides = list(overrides)
-    spec = load_sweep(preset, overrides)  # every grid point validated before any trial
+    # heartbeats and fail_stale_trials are marked experimental; they are what makes shared resume safe
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    spec = load_sweep(preset, overrides)  # every value the sweep may set is validated before any trial
     base = load_config(preset, overrides)
     name = study_name(preset)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     client = MlflowClient(tracking_uri=base.tracking.uri)
-    parent = _parent_run(client, base.tracking.experiment, name)
-    storage = _storage(spec)
-    sampler = optuna.samplers.GridSampler(spec.grid, seed=base.seed)
-    exists = name in {s.study_name for s in optuna.get_all_study_summaries(storage)}
-    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, direction=spec.direction,
-                                load_if_exists=True)  # fmt: skip
+    parent = parent_run(client, base.tracking.experiment, name)
+    store = storage(spec)
+    exists = name in {s.study_name for s in optuna.get_all_study_summaries(store)}
+    study = optuna.create_study(study_name=name, storage=store, sampler=spec.sampler(base.seed),
+                                pruner=spec.make_pruner(), direction=spec.direction, load_if_exists=True)  # fmt: skip
+    study.set_user_attr("mlflow_parent_run_id", parent)
     if exists and not resume:
-        complete = [t.params for t in study.get_trials(states=(TrialState.COMPLETE,))]
-        if all(p in complete for p in spec.points()):
+        if finished(study, spec):
             return study  # finished earlier: nothing to run, the caller reports
         raise FileExistsError(f"study '{name}' in {spec.storage} is unfinished: pass --resume to finish it")
-    callbacks = []
     if resume:
-        # Workers sharing a study (`kinsul sweep NAME --resume` on several machines): fail the trials of dead
-        # workers, queue every grid point that is neither done, running nor queued (the grid sampler would count
-        # failed points as visited), then all workers pop the queue until it is empty.
-        optuna.storages.fail_stale_trials(study)
-        live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
-        taken = [t.system_attrs.get("fixed_params", t.params) for t in study.get_trials(states=live)]
-        for point in spec.points():
-            if point not in taken:
-                study.enqueue_trial(point, skip_if_exists=False)
-        callbacks.append(_stop_when_queue_empty)
-    todo = len(spec.points())
-
-    def objective(trial: optuna.Trial) -> float:
-        params = {k: trial.suggest_categorical(k, v) for k, v in spec.grid.items()}
-        trial_overrides = [*overrides, *(f"{k}={v}" for k, v in params.items()),
-                           f"trainer.run_name={name}-t{trial.number:03d}",
-                           f"tracking.parent_run_id={parent}"]  # fmt: skip
-        cfg = load_config(preset, trial_overrides)
-        trial.set_user_attr("strategy", cfg.strategy.name)
-        trial.set_user_attr("seed", cfg.seed)
-        run_dir = Path(cfg.trainer.runs_dir) / f"{name}-t{trial.number:03d}"
-        try:
-            train(cfg, progress=False)
-            if not spec.evaluate:
-                return math.nan
-            metrics, _ = evaluate(run_dir)
-        except BaseException as e:
-            if (run_dir / RUN_ID_FILE).exists():
-                run_id = (run_dir / RUN_ID_FILE).read_text().strip()
-                client.set_tag(run_id, "error", f"{type(e).__name__}: {e}"[:5000])
-                client.set_terminated(run_id, "FAILED")
-            raise
-        child = (run_dir / RUN_ID_FILE).read_text().strip()
-        client.set_tag(child, SWEEP_TAG, name)
-        client.set_tag(child, "kinsul.trial", str(trial.number))
-        for key, value in metrics.items():
-            trial.set_user_attr(key, value)
-        return metrics[spec.objective]
-
-    study.set_user_attr("mlflow_parent_run_id", parent)
-    if not resume or study.get_trials(states=(TrialState.WAITING,)):
-        study.optimize(
-            objective, n_trials=todo, catch=(Exception,), callbacks=callbacks, show_progress_bar=True
-        )
-    complete = [t.params for t in study.get_trials(states=(TrialState.COMPLETE,))]
-    if all(p in complete for p in spec.points()):
+        _requeue(study, spec)
+    objective = Objective(preset, overrides, spec, name, parent, client)
+    if spec.kind == "grid":
+        # A fresh grid runs every point; resumed workers pop the shared queue until it is empty.
+        queued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        n_trials = queued if resume else len(spec.points())  # a resumed worker runs at most the queue
+        callbacks = [_stop_when_queue_empty] if resume else []
+        if n_trials:
+            study.optimize(objective, n_trials=n_trials, catch=(Exception,), callbacks=callbacks,
+                           show_progress_bar=True)  # fmt: skip
+    else:
+        # Queued (failed) trials run first; MaxTrialsCallback stops every worker once enough are done.
+        remaining = spec.n_trials - len(study.get_trials(deepcopy=False, states=DONE))
+        if remaining > 0:
+            study.optimize(objective, n_trials=remaining, catch=(Exception,), show_progress_bar=True,
+                           callbacks=[optuna.study.MaxTrialsCallback(spec.n_trials, states=DONE)])  # fmt: skip
+    if finished(study, spec):
         client.set_terminated(parent, "FINISHED")
     return study
+
+
+class Objective:
+    """One trial: `kinsul train` with the trial's values as overrides, then `kinsul eval` of its best checkpoint."""
+
+    def __init__(self, preset: str, overrides: list[str], spec: SweepSpec, name: str, parent: str,
+                 client: MlflowClient):  # fmt: skip
+        self.preset, self.overrides, self.spec, self.name = preset, overrides, spec, name
+        self.parent, self.client = parent, client
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        from kinsul.evaluation import evaluate as evaluate_lib
+        from kinsul.sweeps.pruning import TrialReport
+        from kinsul.training.train import RUN_ID_FILE, train
+
+        params = self.spec.suggest(trial)
+        run = f"{self.name}-t{trial.number:03d}"
+        cfg = load_config(self.preset, [*self.overrides, *(f"{k}={v}" for k, v in params.items()),
+                                        f"trainer.run_name={run}", f"tracking.parent_run_id={self.parent}"])  # fmt: skip
+        trial.set_user_attr("strategy", cfg.strategy.name)
+        trial.set_user_attr("seed", cfg.seed)
+        run_dir = Path(cfg.trainer.runs_dir) / run
+        id_file = run_dir / RUN_ID_FILE
+        reporter = TrialReport(trial)
+        try:
+            try:
+                train(cfg, progress=False, callbacks=[reporter])
+                metrics = (
+                    evaluate_lib.evaluate(run_dir)[0] if self.spec.evaluate else {PRUNE_METRIC: reporter.last}
+                )
+            finally:
+                if id_file.exists():
+                    self._tag_child(id_file.read_text().strip(), trial, params)
+        except optuna.TrialPruned as e:
+            if id_file.exists():
+                self.client.set_tag(id_file.read_text().strip(), "pruned", str(e))
+                self.client.set_terminated(id_file.read_text().strip(), "KILLED")
+            raise
+        except BaseException as e:
+            if id_file.exists():
+                self.client.set_tag(id_file.read_text().strip(), "error", f"{type(e).__name__}: {e}"[:5000])
+                self.client.set_terminated(id_file.read_text().strip(), "FAILED")
+            raise
+        for key, value in metrics.items():
+            trial.set_user_attr(key, value)
+        if self.spec.objective not in metrics:
+            raise KeyError(f"sweep.objective '{self.spec.objective}' is not a metric of this trial's evaluation; "
+                           f"available: {sorted(metrics)}")  # fmt: skip
+        return metrics[self.spec.objective]  # NaN: Optuna marks the trial FAIL
+
+    def _tag_child(self, run_id: str, trial: optuna.Trial, params: dict[str, Any]) -> None:
+        trial.set_user_attr("mlflow_run_id", run_id)
+        self.client.set_tag(run_id, SWEEP_TAG, self.name)
+        self.client.set_tag(run_id, "kinsul.trial", str(trial.number))
+        for key, value in params.items():
+            self.client.set_tag(run_id, f"sweep.{key}", str(value))
 
 
 def _stop_when_queue_empty(study: optuna.Study, _trial) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -85,7 +86,10 @@ def flat_config(cfg: KinsulConfig) -> dict[str, str]:
     return out
 
 
-def train(cfg: KinsulConfig, resume: bool = False, progress: bool = True) -> Path:
+def train(
+    cfg: KinsulConfig, resume: bool = False, progress: bool = True, callbacks: Sequence[L.Callback] = ()
+) -> Path:
+    """Train one run; ``callbacks`` join kinsul's own (sweeps add their Optuna reporting this way)."""
     strategy = create(cfg.strategy.name, cfg.strategy.options)
     resolve_loss_weights(strategy, dict(cfg.strategy.loss_weights))  # fail before any work
     if cfg.trainer.threads:
@@ -125,6 +129,7 @@ def train(cfg: KinsulConfig, resume: bool = False, progress: bool = True) -> Pat
             LastCheckpoint(ckpt_dir / "last.ckpt", tc.checkpoint_every),
             ExceptionCheckpoint(dirpath=ckpt_dir, filename="last"),
             StepsToTarget("val/action_mse", tc.action_mse_target),
+            *callbacks,
         ],
     )
     resume_from = last if resume and last.exists() else None
