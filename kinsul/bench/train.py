@@ -1,4 +1,4 @@
-"""Training-step time per strategy at the tiny preset (forward + backward + AdamW step, synthetic batch)."""
+"""Training-step time per strategy at the tiny preset (forward + backward + AdamW step on a real batch)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import time
 
 import torch
 
-from kinsul.bench.models import _obs
 from kinsul.config import load_config
-from kinsul.data.batch import Observation
-from kinsul.data.tensors import RobotBatch
+from kinsul.data import store
+from kinsul.data.fast_cache import fast_tokenizer
+from kinsul.data.tensors import RobotTensors, VLMTensors
 from kinsul.models.build import build_vla
 from kinsul.strategies import create
-from kinsul.tokenizers.fast import FastTokenizer
+from kinsul.training.datamodule import MixedBatches
 from kinsul.training.module import VLAModule
 from kinsul.training.pretrain import data_spec, make_tokenizer
 
@@ -21,36 +21,33 @@ STRATEGIES = ["naive", "frozen", "stop_grad", "fast_joint", "vlm_cotrain", "ki_n
 
 
 def strategy_steps(batch: int = 32, rounds: int = 10) -> dict:
+    """Each strategy's first training batch comes from the generated datasets through the training stream
+    (real prompts, real FAST lengths, VLM samples at the strategy's ratio), as in `kinsul train`."""
     cfg = load_config()
     tok = make_tokenizer(cfg)
-    g = torch.Generator().manual_seed(0)
-    H = cfg.data.chunk_size
-    chunks = (torch.rand(200, H, 3, generator=g) * 2 - 1).cumsum(1).clamp(-1, 1).numpy()
-    fast = FastTokenizer(H, 3, cfg.model.fast_scale, cfg.model.fast_vocab_size).fit(chunks)
-    obs = _obs(cfg, tok, batch)
-    f = tok.batch([[tok.sep_id, *tok.action_ids(fast.encode(c)), tok.eos_id] for c in chunks[:batch]])
-    robot = RobotBatch(
-        obs, torch.from_numpy(chunks[:batch]), torch.zeros(batch, H, dtype=torch.bool), f.ids, f.mask
+    m = cfg.model
+    for kind in ("robot", "vlm"):
+        store.generate(cfg, kind, progress=False)
+    fast = fast_tokenizer(cfg)
+    robot = RobotTensors.from_dataset(
+        store.load(cfg, "robot")["train"], tok, fast, m.max_text_len, m.max_fast_len
     )
-    steps = {}
+    vlm_data = VLMTensors.from_dataset(store.load(cfg, "vlm")["train"], tok, m.max_text_len)
+    steps, fast_tokens = {}, 0.0
     for name in STRATEGIES:
         strategy = create(name)
         torch.manual_seed(0)
-        vla = build_vla(cfg.model, tok, data_spec(cfg), with_expert=strategy.needs_expert)
+        vla = build_vla(m, tok, data_spec(cfg), with_expert=strategy.needs_expert)
         module = VLAModule(vla, strategy, cfg, fast)
-        n_vlm = max(1, round(batch * strategy.vlm_ratio)) if strategy.vlm_ratio else 0
-        q = tok.batch([[tok.bos_id, *tok.encode("what colour is the square")]] * max(1, n_vlm))
-        a = tok.batch([[tok.sep_id, tok.vocab["red"], tok.eos_id]] * max(1, n_vlm))
-        vlm = (
-            Observation(obs.images[: len(q.ids)], torch.zeros(len(q.ids), 0), q.ids, q.mask),
-            a.ids,
-            a.mask,
-        )
+        stream = MixedBatches(robot, vlm_data if strategy.vlm_ratio else None, batch, strategy.vlm_ratio, 0,
+                              tok.pad_id)  # fmt: skip
+        robot_batch, vlm = next(iter(stream))
+        fast_tokens = float(robot_batch.fast_mask.sum(1).float().mean())
         opt = torch.optim.AdamW([{"params": grp.params} for grp in module.groups], lr=1e-4)
         module.train()
         module.on_train_epoch_start()
 
-        def step(module=module, opt=opt, vlm=vlm if n_vlm else None):
+        def step(module=module, opt=opt, robot=robot_batch, vlm=vlm):
             losses = module.compute_losses(robot, vlm)
             loss = sum(module.weights[k] * v for k, v in losses.items())
             opt.zero_grad()
@@ -74,4 +71,4 @@ def strategy_steps(batch: int = 32, rounds: int = 10) -> dict:
         details[f"{name}_samples_per_s"] = round(batch / ms * 1000, 1)
     ratio = details["ki_step_ms"] / details["naive_step_ms"]
     return {"value": round(ratio, 2), "unit": "x (ki step / naive step)", "goal": "<= 1.5x", "ok": ratio <= 1.5,
-            "command": "kinsul bench strategy_steps", "details": {"batch": batch, "rounds": rounds, **details}}  # fmt: skip
+            "command": "kinsul bench strategy_steps", "details": {"batch": batch, "rounds": rounds, "fast_tokens_mean": round(fast_tokens, 1), **details}}  # fmt: skip
