@@ -1,6 +1,7 @@
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,3 +144,34 @@ def test_cli_generate_prints_summary(micro_cfg, capsys):
     assert "robot dataset" in out and "vlm dataset" in out and "pick_place" in out
     assert main(["data", "info", "micro", "data.root=/nonexistent/x"]) == 2
     assert "/nonexistent/x" in capsys.readouterr().err
+
+
+def test_tensors_match_the_rows_and_reuse_the_datasets_cache(micro_data):
+    """Decoded frames and token ids come from cached `datasets` maps: equal to decoding and tokenizing each row,
+    and a second load reads the cache files instead of computing again."""
+    from kinsul.data.fast_cache import fast_tokenizer
+    from kinsul.data.tensors import RobotTensors, VLMTensors, decode_images
+    from kinsul.training.pretrain import make_tokenizer
+
+    cfg, robot, vlm = micro_data
+    tok, fast, m = make_tokenizer(cfg), fast_tokenizer(cfg), cfg.model
+    ds = robot["train"]
+    data = RobotTensors.from_dataset(ds, tok, fast, m.max_text_len, m.max_fast_len)
+    for i in (0, len(ds) // 2, len(ds) - 1):
+        row = ds[i]
+        assert np.array_equal(data.images[i].numpy(), np.asarray(row["image"].convert("RGB")))
+        text = [tok.bos_id, *tok.encode(row["instruction"])][: m.max_text_len]
+        assert (
+            data.text_ids[i, : len(text)].tolist() == text
+            and (data.text_ids[i, len(text) :] == tok.pad_id).all()
+        )
+        chunk = np.asarray(row["actions"], dtype=np.float32)
+        ids = [tok.sep_id, *tok.action_ids(fast.encode(chunk))[: m.max_fast_len], tok.eos_id]
+        assert data.fast_ids[i, : len(ids)].tolist() == ids
+    q = VLMTensors.from_dataset(vlm["probe"], tok, m.max_text_len)
+    assert q.answer_ids[0, : len(q.answers[0].split()) + 2].tolist() == [tok.sep_id, *tok.encode(q.answers[0]),
+                                                                         tok.eos_id]  # fmt: skip
+    caches = sorted(p.name for p in Path(ds.cache_files[0]["filename"]).parent.glob("cache-*.arrow"))
+    assert len(caches) == 2  # decoded frames, token ids
+    decode_images(ds)
+    assert sorted(p.name for p in Path(ds.cache_files[0]["filename"]).parent.glob("cache-*.arrow")) == caches

@@ -6,36 +6,34 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
 import torch
-from datasets import Array3D, Dataset, Features
+from datasets import Dataset, Features, List, Value
 
 from kinsul.data.batch import Observation
 from kinsul.tokenizers.text import TextTokenizer
 
 
+def _mapped(ds: Dataset, columns: list[str], fn, desc: str, features: Features | None = None) -> Dataset:
+    """``fn`` over ``columns`` as a batched `datasets` map. For a split loaded from disk, `datasets` caches the
+    result beside its arrow file, keyed by the split's fingerprint and ``fn`` (with what it closes over): a later
+    run, or the next trial of a sweep, reads it back instead of decoding or tokenizing every row again."""
+    return ds.select_columns(columns).map(fn, batched=True, batch_size=1000, remove_columns=columns,
+                                          features=features, desc=desc)  # fmt: skip
+
+
 def _decode_batch(batch: dict) -> dict:
-    return {"pixels": np.stack([np.asarray(im.convert("RGB")) for im in batch["image"]])}
+    return {"pixels": [np.asarray(im.convert("RGB")).reshape(-1) for im in batch["image"]]}
 
 
 def decode_images(ds: Dataset) -> torch.Tensor:
-    """(N, H, W, 3) uint8 from the dataset's PNG column.
-
-    Decoding is a `datasets` map into a raw uint8 column, which `datasets` caches beside the split's arrow file
-    (keyed by the dataset's fingerprint): a later run, or the next trial of a sweep, reads it back in a fraction
-    of a second instead of decoding every PNG again. The column is read from arrow directly; the numpy formatter
-    would widen it to int64 at 8x the memory.
-    """
+    """(N, H, W, 3) uint8 from the dataset's PNG column, through a cached map into a flat fixed-length uint8
+    column (no per-row offsets), read from arrow directly: the numpy formatter would widen it to int64."""
     if len(ds) == 0:
         return torch.zeros(0, 0, 0, 3, dtype=torch.uint8)
     h, w = np.asarray(ds[0]["image"]).shape[:2]
-    pixels = ds.select_columns(["image"]).map(
-        _decode_batch, batched=True, batch_size=1000, remove_columns=["image"],
-        features=Features({"pixels": Array3D((h, w, 3), "uint8")}), desc="decode images",
-    )  # fmt: skip
-    flat = pixels.data.column("pixels").combine_chunks().storage
-    while pa.types.is_list(flat.type) or pa.types.is_fixed_size_list(flat.type):
-        flat = flat.flatten()
+    pixels = _mapped(ds, ["image"], _decode_batch, "decode images",
+                     Features({"pixels": List(Value("uint8"), length=h * w * 3)}))  # fmt: skip
+    flat = pixels.data.column("pixels").combine_chunks().flatten()
     # a copy: the arrow buffer is a read-only view of the memory-mapped cache file
     return torch.from_numpy(np.array(flat.to_numpy(zero_copy_only=False)).reshape(len(ds), h, w, 3))
 
@@ -71,10 +69,13 @@ class VLMTensors:
 
     @classmethod
     def from_dataset(cls, ds: Dataset, tok: TextTokenizer, max_text_len: int) -> VLMTensors:
-        text = prompt_ids(tok, ds["question"], max_text_len)
-        answers = ds["answer"]
-        suffix = tok.batch([[tok.sep_id, *tok.encode(a), tok.eos_id] for a in answers]).ids
-        return cls(decode_images(ds), text, suffix, list(ds["qtype"]), list(answers))
+        def tokenize(batch: dict) -> dict:
+            return {"text_ids": [[tok.bos_id, *tok.encode(q)] for q in batch["question"]],
+                    "answer_ids": [[tok.sep_id, *tok.encode(a), tok.eos_id] for a in batch["answer"]]}  # fmt: skip
+
+        enc = _mapped(ds, ["question", "answer"], tokenize, "tokenize")[:]
+        text, suffix = tok.batch(enc["text_ids"]).ids[:, :max_text_len], tok.batch(enc["answer_ids"]).ids
+        return cls(decode_images(ds), text, suffix, list(ds["qtype"]), list(ds["answer"]))
 
     def __len__(self) -> int:
         return len(self.qtype)
@@ -107,18 +108,21 @@ class RobotTensors:
 
     @classmethod
     def from_dataset(cls, ds: Dataset, tok: TextTokenizer, fast, max_text_len: int, max_fast_len: int):
+        def tokenize(batch: dict) -> dict:
+            chunks = np.asarray(batch["actions"], dtype=np.float32)
+            return {"text_ids": [[tok.bos_id, *tok.encode(t)] for t in batch["instruction"]],
+                    "fast_ids": [[tok.sep_id, *tok.action_ids(fast.encode(a))[:max_fast_len], tok.eos_id]
+                                 for a in chunks]}  # fmt: skip
+
         cols = ds.with_format("numpy", columns=["state", "actions", "action_pad", "heldout"])[:]
-        actions = cols["actions"].astype(np.float32)
-        fast_seqs = [
-            [tok.sep_id, *tok.action_ids(fast.encode(a))[:max_fast_len], tok.eos_id] for a in actions
-        ]
+        enc = _mapped(ds, ["instruction", "actions"], tokenize, "tokenize")[:]
         return cls(
             images=decode_images(ds),
             state=torch.from_numpy(cols["state"].astype(np.float32)),
-            text_ids=prompt_ids(tok, ds["instruction"], max_text_len),
-            actions=torch.from_numpy(actions),
+            text_ids=tok.batch(enc["text_ids"]).ids[:, :max_text_len],
+            actions=torch.from_numpy(cols["actions"].astype(np.float32)),
             action_pad=torch.from_numpy(cols["action_pad"].astype(bool)),
-            fast_ids=tok.batch(fast_seqs).ids,
+            fast_ids=tok.batch(enc["fast_ids"]).ids,
             heldout=torch.from_numpy(cols["heldout"].astype(bool)),
         )
 
