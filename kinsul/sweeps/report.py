@@ -37,11 +37,14 @@ def _fmt(values: list[float | None]) -> str:
     return f"{mean:.3g} ± {std:.2g}"
 
 
-def _curve(client: MlflowClient, run_id: str, max_steps: int) -> list[tuple[int, float]]:
-    """Training's val/action_mse per step (evaluation logs the same key later, at the checkpoint's step)."""
+def _curve(client: MlflowClient, run_id: str) -> list[tuple[int, float]]:
+    """Training's val/action_mse per step. `kinsul eval` logs the same key afterwards (with all its metrics, at
+    the checkpoint's step): points from then on are not part of the training curve."""
+    evaluated = [m.timestamp for m in client.get_metric_history(run_id, "eval/success")]
+    cutoff = min(evaluated) if evaluated else float("inf")
     points: dict[int, float] = {}
     for m in sorted(client.get_metric_history(run_id, PRUNE_METRIC), key=lambda m: m.timestamp):
-        if m.step <= max_steps:
+        if m.timestamp < cutoff:
             points.setdefault(m.step, m.value)
     return sorted(points.items())
 
