@@ -66,7 +66,7 @@ def collect(preset: str, overrides: list[str] = ()) -> dict[str, list[TrialRun]]
             TrialRun(
                 run.data.tags.get("strategy", "?"),
                 run.data.metrics,
-                _curve(client, run.info.run_id, max_steps),
+                _curve(client, run.info.run_id),
                 max_steps,
             )  # fmt: skip
         )
