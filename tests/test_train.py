@@ -72,6 +72,8 @@ def test_steps_to_target_records_the_first_validation_that_reaches_it(micro_root
     assert run.data.metrics["speed/steps_to_target"] == 2.0  # the first validation, after 2 steps
     assert run.data.metrics["speed/seconds_to_target"] > 0
     assert "config.yaml" in [a.path for a in client.list_artifacts(run.info.run_id)]
+    # artifacts live beside the sqlite store, not in ./mlruns of the folder the process happened to run in
+    assert run.info.artifact_uri.startswith((micro_root / "mlartifacts").resolve().as_uri())
 
 
 def test_bad_inputs_fail_before_training(micro_root, capsys):

@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 
 from kinsul.config.loader import load_config
 from kinsul.sweeps.spec import PRUNE_METRIC, SweepSpec, load_sweep
+from kinsul.training.config import TrackingConfig
 
 SWEEP_TAG = "kinsul.sweep"
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)  # a pruned trial is a result, not a gap to fill
@@ -28,10 +29,14 @@ def storage(spec: SweepSpec) -> optuna.storages.RDBStorage:
                                       grace_period=2 * spec.heartbeat_s)  # fmt: skip
 
 
-def parent_run(client: MlflowClient, experiment: str, name: str) -> str:
+def parent_run(client: MlflowClient, tracking: TrackingConfig, name: str) -> str:
     """The sweep's MLflow run (created once; a resumed sweep keeps logging to it)."""
-    exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    exp = client.get_experiment_by_name(tracking.experiment)
+    exp_id = (
+        exp.experiment_id
+        if exp
+        else client.create_experiment(tracking.experiment, tracking.artifact_location())
+    )
     found = client.search_runs([exp_id], f"tags.`{SWEEP_TAG}` = '{name}' and tags.`kinsul.role` = 'parent'")
     if found:
         return found[0].info.run_id
@@ -74,7 +79,7 @@ def run_sweep(preset: str, overrides: list[str] = (), resume: bool = False) -> o
     name = study_name(preset)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     client = MlflowClient(tracking_uri=base.tracking.uri)
-    parent = parent_run(client, base.tracking.experiment, name)
+    parent = parent_run(client, base.tracking, name)
     store = storage(spec)
     exists = name in {s.study_name for s in optuna.get_all_study_summaries(store)}
     study = optuna.create_study(study_name=name, storage=store, sampler=spec.sampler(base.seed),

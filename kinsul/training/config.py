@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kinsul.config.errors import FieldValueError, check_choice, check_range
@@ -95,6 +96,14 @@ class TrackingConfig:
     experiment: str = "kinsul"
     enabled: bool = True
     parent_run_id: str = ""  # set by sweeps: each trial's run is a child of the sweep's run
+
+    def artifact_location(self) -> str | None:
+        """Where a new experiment keeps its artifacts: beside a sqlite store (MLflow would otherwise use
+        ./mlruns of whatever folder the process runs in); a server decides for itself (None)."""
+        prefix = "sqlite:///"
+        if not self.uri.startswith(prefix):
+            return None
+        return (Path(self.uri.removeprefix(prefix)).resolve().parent / "mlartifacts").as_uri()
 
 
 @dataclass

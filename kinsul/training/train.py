@@ -60,6 +60,7 @@ def make_logger(cfg: KinsulConfig, run_dir: Path, strategy: Strategy) -> MLFlowL
     id_file = run_dir / RUN_ID_FILE
     run_id = id_file.read_text().strip() if id_file.exists() else None
     logger = MLFlowLogger(experiment_name=cfg.tracking.experiment, tracking_uri=cfg.tracking.uri,
+                          artifact_location=cfg.tracking.artifact_location(),
                           run_name=run_dir.name, run_id=run_id,
                           tags={"strategy": strategy.name, "seed": str(cfg.seed), "git_commit": git_commit(),
                                 "mlflow.note.content": strategy.description,
