@@ -119,6 +119,7 @@ sweep:
         assert t.value == pytest.approx(t.intermediate_values[max(t.intermediate_values)])
     text = report(str(preset), overrides)
     assert "| trial | state | trainer.lr | strategy.loss_weights.fast | val/action_mse |" in text
+    assert text.startswith("| strategy | trials |")
 
 
 def test_pruning_stops_a_trial_worse_than_the_median():

@@ -96,11 +96,13 @@ def trials_table(preset: str, overrides: list[str] = ()) -> str:
 def report(preset: str, overrides: list[str] = (), out_dir: str | Path | None = None) -> str:
     """The comparison table (returned); with ``out_dir`` also report.md/.csv and the PNG plots there."""
     groups = collect(preset, overrides)
-    header = ["strategy", "seeds", *(label for _, label in COLUMNS)]
+    search = load_sweep(preset, list(overrides)).kind == "search"
+    # a grid averages a strategy over its seeds; a search over its trials (see the trials table for each)
+    header = ["strategy", "trials" if search else "seeds", *(label for _, label in COLUMNS)]
     rows = [[s, str(len(runs)), *(_fmt([r.metrics.get(key) for r in runs]) for key, _ in COLUMNS)]
             for s, runs in groups.items()]  # fmt: skip
     text = _markdown(header, rows)
-    if load_sweep(preset, list(overrides)).kind == "search":
+    if search:
         text += "\n\n" + trials_table(preset, overrides)
     if out_dir is not None:
         out = Path(out_dir)
