@@ -150,6 +150,7 @@ def test_pruning_stops_a_trial_worse_than_the_median():
             "sweep.search.trainer.lr.low",
         ),
         ("search", "{trainer.lr: {low: 0.001, high: 0.01}}", "sweep.n_trials"),
+        ("search", "{trainer.lr: 0.001}\n  n_trials: 2", "sweep.search.trainer.lr.choices"),
     ],
 )
 def test_bad_search_space_fails_before_any_trial(micro_root, tmp_path, space, grid, error):

@@ -30,7 +30,12 @@ class SearchDim:
 
     def __post_init__(self) -> None:
         if self.choices is not None:
-            if self.low is not None or self.high is not None or not self.choices:
+            if (
+                self.low is not None
+                or self.high is not None
+                or not isinstance(self.choices, list)
+                or not self.choices
+            ):
                 raise FieldValueError("choices", self.choices, "a non-empty list, without low/high")
             return
         if self.low is None or self.high is None or not self.low < self.high:
