@@ -10,6 +10,7 @@ from pathlib import Path
 
 import optuna
 from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
 
 from kinsul.config.loader import load_config
 from kinsul.sweeps.plots import TrialRun, all_plots
@@ -79,17 +80,27 @@ def _markdown(header: list[str], rows: list[list[str]]) -> str:
 
 
 def trials_table(preset: str, overrides: list[str] = ()) -> str:
-    """A search's trials, best first: number, state, searched values, objective."""
+    """A search's trials: completed ones best first, then pruned ones (their value is the validation error
+    where they stopped, not comparable with a completed trial's objective), then the rest."""
     spec = load_sweep(preset, list(overrides))
     study = optuna.load_study(study_name=study_name(preset), storage=storage(spec))
     keys = list(spec.search or spec.grid)
+    order = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1}
+    sign = -1 if spec.direction == "maximize" else 1
     trials = sorted(
-        study.trials,
-        key=lambda t: (t.value is None, (t.value or 0) * (-1 if spec.direction == "maximize" else 1)),
+        study.trials, key=lambda t: (order.get(t.state, 2), t.value is None, sign * (t.value or 0))
     )
+
+    def value(t) -> str:
+        if t.value is None:
+            return "–"
+        if t.state == TrialState.PRUNED and t.intermediate_values:
+            return f"{PRUNE_METRIC} {t.value:.4g} at step {max(t.intermediate_values)}"
+        return f"{t.value:.4g}"
+
     rows = [[str(t.number), t.state.name, *(f"{t.params[k]:.4g}" if isinstance(t.params.get(k), float)
-                                             else str(t.params.get(k, "–")) for k in keys),
-             "–" if t.value is None else f"{t.value:.4g}"] for t in trials]  # fmt: skip
+                                             else str(t.params.get(k, "–")) for k in keys), value(t)]
+            for t in trials]  # fmt: skip
     return _markdown(["trial", "state", *keys, spec.objective], rows)
 
 
