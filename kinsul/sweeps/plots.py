@@ -18,7 +18,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 class TrialRun:
     """One finished trial as read back from MLflow."""
 
-    strategy: str
     metrics: dict[str, float]
     curve: list[tuple[int, float]] = field(default_factory=list)  # (step, val/action_mse) during training
     max_steps: int = 0

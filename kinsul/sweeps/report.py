@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from kinsul.config.loader import load_config
 from kinsul.sweeps.plots import TrialRun, all_plots
 from kinsul.sweeps.run import SWEEP_TAG, storage, study_name
-from kinsul.sweeps.spec import PRUNE_METRIC, load_sweep
+from kinsul.sweeps.spec import PRUNE_METRIC, SweepSpec, load_sweep
 
 COLUMNS = [
     ("speed/steps_to_target", "steps to target"),
@@ -63,13 +63,9 @@ def collect(preset: str, overrides: list[str] = ()) -> dict[str, list[TrialRun]]
         if run.data.tags.get("kinsul.role") == "parent":
             continue
         max_steps = int(run.data.params.get("trainer.max_steps", 0))
+        curve = _curve(client, run.info.run_id)
         groups.setdefault(run.data.tags.get("strategy", "?"), []).append(
-            TrialRun(
-                run.data.tags.get("strategy", "?"),
-                run.data.metrics,
-                _curve(client, run.info.run_id),
-                max_steps,
-            )  # fmt: skip
+            TrialRun(run.data.metrics, curve, max_steps)
         )
     return dict(sorted(groups.items()))
 
@@ -79,10 +75,9 @@ def _markdown(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def trials_table(preset: str, overrides: list[str] = ()) -> str:
+def trials_table(spec: SweepSpec, preset: str) -> str:
     """A search's trials: completed ones best first, then pruned ones (their value is the validation error
     where they stopped, not comparable with a completed trial's objective), then the rest."""
-    spec = load_sweep(preset, list(overrides))
     study = optuna.load_study(study_name=study_name(preset), storage=storage(spec))
     keys = list(spec.search or spec.grid)
     order = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1}
@@ -107,14 +102,15 @@ def trials_table(preset: str, overrides: list[str] = ()) -> str:
 def report(preset: str, overrides: list[str] = (), out_dir: str | Path | None = None) -> str:
     """The comparison table (returned); with ``out_dir`` also report.md/.csv and the PNG plots there."""
     groups = collect(preset, overrides)
-    search = load_sweep(preset, list(overrides)).kind == "search"
+    spec = load_sweep(preset, list(overrides))
+    search = spec.kind == "search"
     # a grid averages a strategy over its seeds; a search over its trials (see the trials table for each)
     header = ["strategy", "trials" if search else "seeds", *(label for _, label in COLUMNS)]
     rows = [[s, str(len(runs)), *(_fmt([r.metrics.get(key) for r in runs]) for key, _ in COLUMNS)]
             for s, runs in groups.items()]  # fmt: skip
     text = _markdown(header, rows)
     if search:
-        text += "\n\n" + trials_table(preset, overrides)
+        text += "\n\n" + trials_table(spec, preset)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

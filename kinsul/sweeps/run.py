@@ -140,17 +140,18 @@ class Objective:
                     evaluate_lib.evaluate(run_dir)[0] if self.spec.evaluate else {PRUNE_METRIC: reporter.last}
                 )
             finally:
-                if id_file.exists():
-                    self._tag_child(id_file.read_text().strip(), trial, params)
+                run_id = id_file.read_text().strip() if id_file.exists() else None
+                if run_id:
+                    self._tag_child(run_id, trial, params)
         except optuna.TrialPruned as e:
-            if id_file.exists():
-                self.client.set_tag(id_file.read_text().strip(), "pruned", str(e))
-                self.client.set_terminated(id_file.read_text().strip(), "KILLED")
+            if run_id:
+                self.client.set_tag(run_id, "pruned", str(e))
+                self.client.set_terminated(run_id, "KILLED")
             raise
         except BaseException as e:
-            if id_file.exists():
-                self.client.set_tag(id_file.read_text().strip(), "error", f"{type(e).__name__}: {e}"[:5000])
-                self.client.set_terminated(id_file.read_text().strip(), "FAILED")
+            if run_id:
+                self.client.set_tag(run_id, "error", f"{type(e).__name__}: {e}"[:5000])
+                self.client.set_terminated(run_id, "FAILED")
             raise
         for key, value in metrics.items():
             trial.set_user_attr(key, value)
