@@ -126,3 +126,15 @@ def test_bad_strategy_inputs_fail_clearly(setup):
         validate(object(), "plugin 'x'")
     with pytest.raises(ConfigError, match="options.alpha"):
         create("naive", {"alpha": 0.5})
+
+
+def test_vlm_data_takes_its_share_of_a_fixed_batch(setup):
+    from kinsul.training.datamodule import split_batch
+
+    assert split_batch(32, create("ki").vlm_ratio) == (24, 8)  # same 32 samples per step as naive
+    assert split_batch(32, create("naive").vlm_ratio) == (32, 0)
+    assert split_batch(4, 0.01) == (3, 1)  # never a step without one of the loss terms
+    with pytest.raises(ValueError, match="trainer.batch_size=1"):
+        split_batch(1, 0.25)
+    with pytest.raises(ConfigError, match="vlm_ratio"):
+        create("ki", {"vlm_ratio": 1.0})

@@ -37,10 +37,9 @@ def _qkv(layer: nn.Module, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tens
 
 def _attend(layer: nn.Module, q, k, v, mask: torch.Tensor) -> torch.Tensor:
     attn = layer.self_attn
-    rep = q.shape[1] // k.shape[1]
-    if rep > 1:  # grouped-query attention: share each kv head among `rep` query heads
-        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], scale=attn.scaling)
+    # Grouped-query attention inside SDPA: each kv head serves q_heads / kv_heads query heads without copies.
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], scale=attn.scaling,
+                                         enable_gqa=q.shape[1] != k.shape[1])  # fmt: skip
     return attn.o_proj(out.transpose(1, 2).reshape(*q.shape[:1], q.shape[2], -1))
 
 
@@ -57,16 +56,24 @@ def joint_forward(
     rope_e: tuple[torch.Tensor, torch.Tensor] | None,
     mask: torch.Tensor,
     kv_view: KVView = identity_view,
+    n_prefix: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One pass over both streams; ``mask`` is the (B, Lb + Le, Lb + Le) joint mask."""
+    """One pass over both streams; ``mask`` is the (B, Lb + Le, Lb + Le) joint mask.
+
+    The expert reads the backbone's first ``n_prefix`` keys/values only (default: all): the mask hides the
+    suffix from it anyway, so this just skips the work.
+    """
     Lb = xb.shape[1]
+    P = Lb if n_prefix is None else n_prefix
+    if xe is not None:
+        mask_e = torch.cat([mask[:, Lb:, :P], mask[:, Lb:, Lb:]], 2)
     for i, bl in enumerate(b_layers):
         qb, kb, vb = _qkv(bl, xb, rope_b)
         if xe is not None:
             el = e_layers[i]
             qe, ke, ve = _qkv(el, xe, rope_e)
-            kv, vv = kv_view(kb, vb)
-            oe = _attend(el, qe, torch.cat([kv, ke], 2), torch.cat([vv, ve], 2), mask[:, Lb:, :])
+            kv, vv = kv_view(kb[:, :, :P], vb[:, :, :P])
+            oe = _attend(el, qe, torch.cat([kv, ke], 2), torch.cat([vv, ve], 2), mask_e)
             xe = _mlp(el, xe + oe)
         xb = _mlp(bl, xb + _attend(bl, qb, kb, vb, mask[:, :Lb, :Lb]))
     return xb, xe

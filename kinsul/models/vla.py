@@ -88,7 +88,7 @@ class VLA(nn.Module):
             xe = self.expert.embed(x_t, t, obs.state)
             rope_e = self.expert.rotary(xe, pos_e)
         hb, he = joint_forward(self.lm.layers, self.expert.layers if use_expert else None, xb, xe, rope_b, rope_e,
-                               mask, kv_view)  # fmt: skip
+                               mask, kv_view, n_prefix=xp.shape[1])  # fmt: skip
         logits = None if suffix_ids is None else self.logits(hb[:, xp.shape[1] :])
         return VLAOutput(logits, self.expert.head(he) if use_expert else None)
 
@@ -116,9 +116,13 @@ class VLA(nn.Module):
         if noise is None:
             noise = torch.randn(len(obs), ex.horizon, ex.action_dim, device=pv.device)
 
+        rope: list = []  # positions are the same at every step: rotary tables once per chunk
+
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             xe = ex.embed(x, t, obs.state)
-            return ex.head(expert_forward(ex.layers, xe, ex.rotary(xe, pos_e), cache, mask))
+            if not rope:
+                rope.append(ex.rotary(xe, pos_e))
+            return ex.head(expert_forward(ex.layers, xe, rope[0], cache, mask))
 
         return euler_sample(velocity, noise, steps)
 

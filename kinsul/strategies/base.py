@@ -35,7 +35,7 @@ class Strategy(Protocol):
     name: str
     description: str
     loss_weights: dict[str, float]  # active loss terms (subset of LOSS_TERMS) and their default weights
-    vlm_ratio: float  # VLM samples per robot sample mixed into each step (0: robot data only)
+    vlm_ratio: float  # share of each step's batch that is VLM samples, in [0, 1) (0: robot data only)
     decoding: str  # "flow" (expert, 10 Euler steps) or "fast" (autoregressive FAST tokens)
     needs_expert: bool  # False for pi0-FAST: the model has no action expert
 
@@ -70,7 +70,10 @@ def validate(strategy: object, source: str) -> Strategy:
         raise StrategyError(f"{source}: flow decoding needs the action expert")
     if "fm" in strategy.loss_weights and not strategy.needs_expert:
         raise StrategyError(f"{source}: the flow-matching loss needs the action expert")
-    if strategy.vlm_ratio < 0 or (strategy.vlm_ratio > 0) != ("vlm" in strategy.loss_weights):
+    if not 0 <= strategy.vlm_ratio < 1:
+        raise StrategyError(f"{source}: vlm_ratio={strategy.vlm_ratio} must be in [0, 1): the share of each "
+                            "batch that is VLM samples")  # fmt: skip
+    if (strategy.vlm_ratio > 0) != ("vlm" in strategy.loss_weights):
         raise StrategyError(
             f"{source}: vlm_ratio={strategy.vlm_ratio} must be > 0 exactly when the 'vlm' loss is on"
         )

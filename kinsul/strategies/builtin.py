@@ -47,7 +47,7 @@ class AxisStrategy:
         if self.backbone not in ("train", "frozen"):
             raise FieldValueError("backbone", self.backbone, "'train' or 'frozen'")
         check_range("kv_alpha", self.kv_alpha, 0.0, 1.0)
-        check_range("vlm_ratio", self.vlm_ratio, 0.0, 10.0)
+        check_range("vlm_ratio", self.vlm_ratio, 0.0, 0.9)
         check_range("backbone_lr_scale", self.backbone_lr_scale, 0.0, 100.0)
 
     def backbone_receives_gradient(self) -> bool:

@@ -51,7 +51,11 @@ class TrainerConfig:
     """The Lightning training loop of `kinsul train`."""
 
     max_steps: int = 600  # optimizer steps
-    batch_size: int = 32  # robot frames per step (VLM samples come on top, per the strategy's vlm_ratio)
+    batch_size: int = 32  # samples per step; co-training strategies fill their vlm_ratio share with VLM samples
+    # Strategies with a FAST loss draw robot batches this many at a time and sort them by FAST length, so a batch
+    # pads its FAST tokens to near its own length instead of the longest of 24 random ones (transformers'
+    # group_by_length); 1 = independent batches.
+    length_groups: int = 4
     lr: float = 5e-4  # peak AdamW learning rate (backbone: times the strategy's backbone_lr_scale)
     warmup_steps: int = 50  # linear warm-up, then cosine decay
     weight_decay: float = 0.01
@@ -76,6 +80,7 @@ class TrainerConfig:
         check_range("action_mse_target", self.action_mse_target, 0.0, 1e6)
         check_range("max_steps", self.max_steps, 1, 10_000_000)
         check_range("batch_size", self.batch_size, 1, 65_536)
+        check_range("length_groups", self.length_groups, 1, 1024)
         check_range("lr", self.lr, 1e-7, 1.0)
         check_range("warmup_steps", self.warmup_steps, 0, 10_000_000)
         check_range("grad_clip", self.grad_clip, 0.0, 1e6)

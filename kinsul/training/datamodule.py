@@ -14,16 +14,48 @@ from kinsul.tokenizers.fast import FastTokenizer
 from kinsul.tokenizers.text import TextTokenizer
 
 
+def split_batch(batch_size: int, vlm_ratio: float) -> tuple[int, int]:
+    """(robot frames, VLM samples) of a step: a data mixture at a fixed batch size, as the paper trains.
+
+    With ``vlm_ratio`` > 0 at least one sample of each kind, so no step drops a loss term.
+    """
+    if vlm_ratio <= 0:
+        return batch_size, 0
+    if batch_size < 2:
+        raise ValueError(f"trainer.batch_size={batch_size}: a strategy with VLM co-training needs at least 2")
+    n_vlm = min(batch_size - 1, max(1, round(batch_size * vlm_ratio)))
+    return batch_size - n_vlm, n_vlm
+
+
+def length_groups(cfg: KinsulConfig, strategy: Strategy) -> int:
+    """Grouping by FAST length only pays where FAST tokens are in the step; others keep independent batches."""
+    return cfg.trainer.length_groups if "fast" in strategy.loss_weights else 1
+
+
 class MixedBatches(IterableDataset):
-    """Endless (robot batch, VLM batch or None); batch k is a pure function of (seed, k), so a resumed run
-    continues the same stream from its step."""
+    """Endless (robot batch, VLM batch or None) of ``batch_size`` samples in all, ``vlm_ratio`` of them VLM
+    samples; batch k is a pure function of (seed, k), so a resumed run continues the same stream.
+
+    With ``length_groups`` = k > 1 the robot frames of k consecutive batches are drawn together, sorted by FAST
+    length and dealt out in a shuffled order: each batch holds frames of similar FAST length, so little padding.
+    """
 
     def __init__(self, robot: RobotTensors, vlm: VLMTensors | None, batch_size: int, vlm_ratio: float,
-                 seed: int, pad_id: int):  # fmt: skip
+                 seed: int, pad_id: int, length_groups: int = 1):  # fmt: skip
         self.robot, self.vlm, self.pad_id, self.seed = robot, vlm, pad_id, seed
-        self.batch_size = batch_size
-        self.vlm_batch = max(1, round(batch_size * vlm_ratio)) if vlm is not None else 0
+        self.batch_size, self.vlm_batch = split_batch(batch_size, vlm_ratio if vlm is not None else 0.0)
+        self.length_groups = length_groups
+        self.fast_lengths = (robot.fast_ids != pad_id).sum(1) if length_groups > 1 else None
         self.start_step = 0
+
+    def robot_indices(self, step: int, rank: int, g: torch.Generator) -> torch.Tensor:
+        if self.length_groups == 1:
+            return torch.randint(0, len(self.robot), (self.batch_size,), generator=g)
+        group, slot = divmod(step, self.length_groups)
+        gg = torch.Generator().manual_seed(((self.seed * 1_000_003 + group) * 8191 + rank) * 31 + 17)
+        idx = torch.randint(0, len(self.robot), (self.length_groups * self.batch_size,), generator=gg)
+        idx = idx[torch.argsort(self.fast_lengths[idx], stable=True)].view(self.length_groups, -1)
+        return idx[torch.randperm(self.length_groups, generator=gg)[slot]]
 
     def __iter__(self):
         step = self.start_step
@@ -31,9 +63,7 @@ class MixedBatches(IterableDataset):
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
         while True:
             g = torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 8191 + rank)
-            robot = self.robot.batch(
-                torch.randint(0, len(self.robot), (self.batch_size,), generator=g), self.pad_id
-            )
+            robot = self.robot.batch(self.robot_indices(step, rank, g), self.pad_id)
             vlm = None
             if self.vlm is not None:
                 vlm = self.vlm.batch(
@@ -72,7 +102,7 @@ class KinsulDataModule(L.LightningDataModule):
         if self.strategy.vlm_ratio > 0:
             vlm = VLMTensors.from_dataset(store.load(cfg, "vlm")["train"], self.tok, m.max_text_len)
         self.train_batches = MixedBatches(self.robot_train, vlm, cfg.trainer.batch_size, self.strategy.vlm_ratio,
-                                          cfg.seed, self.tok.pad_id)  # fmt: skip
+                                          cfg.seed, self.tok.pad_id, length_groups(cfg, self.strategy))  # fmt: skip
         self.train_batches.start_step = self.start_step
 
     def train_dataloader(self) -> DataLoader:
