@@ -79,7 +79,9 @@ def cpu_bf16_support() -> dict:
     except OSError:
         return {}
     flags = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
-    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
+    model = next(
+        (ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?"
+    )
     return {"cpu": model, "cpu_native_bf16": bool(flags & {"avx512_bf16", "amx_bf16"})}
 
 

@@ -54,7 +54,9 @@ def strategy_steps(batch: int = 32, rounds: int = 12) -> dict:
         module.train()
         module.on_train_epoch_start()
 
-        def step(module=module, opt=opt, batches=batches, calls=itertools.count()):
+        calls = itertools.count()  # each call takes the next batch of the group
+
+        def step(module=module, opt=opt, batches=batches, calls=calls):
             robot, vlm = batches[next(calls) % len(batches)]
             losses = module.compute_losses(robot, vlm)
             loss = sum(module.weights[k] * v for k, v in losses.items())

@@ -51,7 +51,7 @@ class TrainerConfig:
     """The Lightning training loop of `kinsul train`."""
 
     max_steps: int = 600  # optimizer steps
-    batch_size: int = 32  # samples per step; co-training strategies fill their vlm_ratio share with VLM samples
+    batch_size: int = 32  # samples per step; co-training fills its vlm_ratio share with VLM samples
     # Strategies with a FAST loss draw robot batches this many at a time and sort them by FAST length, so a batch
     # pads its FAST tokens to near its own length instead of the longest of 24 random ones (transformers'
     # group_by_length); 1 = independent batches.
