@@ -128,7 +128,7 @@ def test_bad_strategy_inputs_fail_clearly(setup):
         create("naive", {"alpha": 0.5})
 
 
-def test_vlm_data_takes_its_share_of_a_fixed_batch(setup):
+def test_vlm_data_takes_its_share_of_a_fixed_batch():
     from kinsul.training.datamodule import split_batch
 
     assert split_batch(32, create("ki").vlm_ratio) == (24, 8)  # same 32 samples per step as naive
