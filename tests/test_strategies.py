@@ -134,7 +134,7 @@ def test_vlm_data_takes_its_share_of_a_fixed_batch():
     assert split_batch(32, create("ki").vlm_ratio) == (24, 8)  # same 32 samples per step as naive
     assert split_batch(32, create("naive").vlm_ratio) == (32, 0)
     assert split_batch(4, 0.01) == (3, 1)  # never a step without one of the loss terms
-    with pytest.raises(ValueError, match="trainer.batch_size=1"):
+    with pytest.raises(ConfigError, match="'trainer.batch_size': got 1, expected at least 2"):
         split_batch(1, 0.25)
     with pytest.raises(ConfigError, match="vlm_ratio"):
         create("ki", {"vlm_ratio": 1.0})

@@ -79,6 +79,8 @@ def test_steps_to_target_records_the_first_validation_that_reaches_it(micro_root
 def test_bad_inputs_fail_before_training(micro_root, capsys):
     with pytest.raises(ConfigError, match="strategy 'naive' produces no 'fast' loss"):
         train(micro(micro_root, "strategy.name=naive", "strategy.loss_weights={fast: 1.0}"), progress=False)
+    with pytest.raises(ConfigError, match="trainer.batch_size"):
+        train(micro(micro_root, "strategy.name=ki", "trainer.batch_size=1"), progress=False)
     assert main(["train", "micro", "strategy.name=kii", f"data.root={micro_root / 'data'}"]) == 2
     assert "did you mean 'ki'" in capsys.readouterr().err
 

@@ -6,6 +6,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from kinsul.config.errors import ConfigError
 from kinsul.config.schema import KinsulConfig
 from kinsul.data import store
 from kinsul.data.tensors import RobotTensors, VLMTensors, even_subset, index_batches
@@ -22,7 +23,8 @@ def split_batch(batch_size: int, vlm_ratio: float) -> tuple[int, int]:
     if vlm_ratio <= 0:
         return batch_size, 0
     if batch_size < 2:
-        raise ValueError(f"trainer.batch_size={batch_size}: a strategy with VLM co-training needs at least 2")
+        raise ConfigError("trainer.batch_size", f"got {batch_size}, expected at least 2 for a strategy with VLM "
+                          "co-training (one robot frame and one VLM sample per step)")  # fmt: skip
     n_vlm = min(batch_size - 1, max(1, round(batch_size * vlm_ratio)))
     return batch_size - n_vlm, n_vlm
 

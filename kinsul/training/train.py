@@ -22,7 +22,7 @@ from kinsul.models.build import DataSpec, build_vla, check_data_spec
 from kinsul.strategies import create
 from kinsul.strategies.base import Strategy
 from kinsul.training.callbacks import ExceptionCheckpoint, LastCheckpoint, StepsToTarget
-from kinsul.training.datamodule import KinsulDataModule
+from kinsul.training.datamodule import KinsulDataModule, split_batch
 from kinsul.training.module import VLAModule, resolve_loss_weights
 from kinsul.training.pretrain import checkpoint_step, data_spec, make_tokenizer
 
@@ -93,6 +93,7 @@ def train(
     """Train one run; ``callbacks`` join kinsul's own (sweeps add their Optuna reporting this way)."""
     strategy = create(cfg.strategy.name, cfg.strategy.options)
     resolve_loss_weights(strategy, dict(cfg.strategy.loss_weights))  # fail before any work
+    split_batch(cfg.trainer.batch_size, strategy.vlm_ratio)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     run_dir = Path(cfg.trainer.runs_dir) / run_name(cfg)
