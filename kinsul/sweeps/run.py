@@ -133,6 +133,7 @@ class Objective:
         run_dir = Path(cfg.trainer.runs_dir) / run
         id_file = run_dir / RUN_ID_FILE
         reporter = TrialReport(trial)
+        run_id = None  # the child run's MLflow id, once training has written it
         try:
             try:
                 train(cfg, progress=False, callbacks=[reporter])
