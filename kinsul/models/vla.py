@@ -49,10 +49,14 @@ class VLA(nn.Module):
     def lm(self) -> nn.Module:
         return self.backbone.model.language_model
 
+    def image_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, 3) uint8 RGB -> (B, N_patches, d) image tokens in the decoder's embedding space."""
+        pixels = (images.permute(0, 3, 1, 2).float() / 255.0 - self.image_mean) / self.image_std
+        return self.backbone.model.get_image_features(pixel_values=pixels).pooler_output
+
     def embed_prefix(self, obs: Observation) -> tuple[torch.Tensor, torch.Tensor]:
         """[image tokens | text tokens] embeddings (B, P, d) and their validity (B, P)."""
-        pixels = (obs.images.permute(0, 3, 1, 2).float() / 255.0 - self.image_mean) / self.image_std
-        image = self.backbone.model.get_image_features(pixel_values=pixels).pooler_output
+        image = self.image_tokens(obs.images)
         text = self.lm.embed_tokens(obs.text_ids).to(image.dtype)
         valid = torch.cat(
             [torch.ones(image.shape[:2], dtype=torch.bool, device=image.device), obs.text_mask], 1

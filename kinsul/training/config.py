@@ -11,13 +11,18 @@ from kinsul.config.errors import FieldValueError, check_choice, check_range
 class PretrainConfig:
     """VLM pretraining on the generated VLM data (next-token loss on answers)."""
 
-    steps: int = 3500  # optimizer steps
+    steps: int = 3000  # optimizer steps of stage 2 (the VLM on question answering)
     batch_size: int = 64  # questions per step
     lr: float = 1e-3  # peak AdamW learning rate
     warmup_steps: int = 200  # linear warm-up, then cosine decay to zero
     weight_decay: float = 0.01
     # Object-count curriculum: before curriculum[k] steps, scenes have at most k + 1 objects; then all.
     curriculum: list[int] = field(default_factory=lambda: [300, 800, 1500])
+    # Stage 1: the vision tower alone on freshly rendered scenes with object labels (0 skips it)
+    vision_steps: int = 2500
+    vision_batch_size: int = 64  # rendered images per stage-1 step
+    vision_lr: float = 1e-3  # peak AdamW learning rate of stage 1 (same warm-up and cosine decay)
+    freeze_vision: bool = True  # stage 2 keeps stage 1's tower and projector fixed (needs vision_steps > 0)
     eval_every: int = 500  # probe accuracy every this many steps
     checkpoint_every: int = 250  # resumable checkpoint every this many steps
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
@@ -28,9 +33,16 @@ class PretrainConfig:
         check_range("lr", self.lr, 1e-7, 1.0)
         check_range("warmup_steps", self.warmup_steps, 0, self.steps)
         check_range("weight_decay", self.weight_decay, 0.0, 1.0)
+        check_range("vision_steps", self.vision_steps, 0, 10_000_000)
+        check_range("vision_batch_size", self.vision_batch_size, 1, 65_536)
+        check_range("vision_lr", self.vision_lr, 1e-7, 1.0)
         check_range("eval_every", self.eval_every, 1, 10_000_000)
         check_range("checkpoint_every", self.checkpoint_every, 1, 10_000_000)
         check_range("threads", self.threads, 0, 1024)
+        if self.freeze_vision and not self.vision_steps:
+            raise FieldValueError(
+                "freeze_vision", True, "false when vision_steps is 0 (nothing trains the tower)"
+            )
         if sorted(self.curriculum) != list(self.curriculum):
             raise FieldValueError("curriculum", self.curriculum, "increasing step numbers")
 
@@ -80,7 +92,6 @@ class TrainerConfig:
         check_range("action_mse_target", self.action_mse_target, 0.0, 1e6)
         check_range("max_steps", self.max_steps, 1, 10_000_000)
         check_range("batch_size", self.batch_size, 1, 65_536)
-        check_range("length_groups", self.length_groups, 1, 1024)
         check_range("lr", self.lr, 1e-7, 1.0)
         check_range("warmup_steps", self.warmup_steps, 0, 10_000_000)
         check_range("grad_clip", self.grad_clip, 0.0, 1e6)

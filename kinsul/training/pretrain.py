@@ -12,6 +12,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch.utils.data import IterableDataset
 
 from kinsul.config.loader import save_config
@@ -21,10 +22,11 @@ from kinsul.data.tensors import VLMTensors
 from kinsul.evaluation.probe import ProbeAccuracy, ProbeBatches, exact_match, probe_accuracy
 from kinsul.models import pretrained
 from kinsul.models.build import DataSpec, build_vla
-from kinsul.models.vla import VLA, token_loss
+from kinsul.models.vla import VLA
 from kinsul.tokenizers.text import TextTokenizer
 from kinsul.training.callbacks import ExceptionCheckpoint, LastCheckpoint
 from kinsul.training.schedule import warmup_cosine
+from kinsul.training.vision_stage import SceneStream, VisionStageModule
 from kinsul.world.env import ACTION_DIM, STATE_DIM
 
 
@@ -63,15 +65,28 @@ class CurriculumBatches(IterableDataset):
             step += 1
 
 
+def answer_loss(logits: torch.Tensor, suffix_ids: torch.Tensor, suffix_mask: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy averaged per answer, then over answers: a 20-token caption weighs what a
+    one-word answer does (averaged over tokens, captions took most of the gradient and the one-word
+    binding questions, shape and side, stayed at chance far longer)."""
+    ce = F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), suffix_ids[:, 1:], reduction="none")
+    valid = suffix_mask[:, 1:].float()
+    return ((ce * valid).sum(1) / valid.sum(1).clamp_min(1.0)).mean()
+
+
 class VLMPretrainModule(L.LightningModule):
     def __init__(self, vla: VLA, cfg: KinsulConfig, qtypes: list[str]):
         super().__init__()
         self.vla, self.cfg = vla, cfg
+        if cfg.pretrain.freeze_vision:
+            m = vla.backbone.model
+            for q in (*m.vision_tower.parameters(), *m.multi_modal_projector.parameters()):
+                q.requires_grad_(False)
         self.probe = ProbeAccuracy(qtypes)
 
     def training_step(self, batch, _):
         obs, suffix, mask = batch
-        loss = token_loss(self.vla(obs, suffix, mask).suffix_logits, suffix, mask)
+        loss = answer_loss(self.vla(obs, suffix, mask).suffix_logits, suffix, mask)
         self.log("pretrain/loss", loss, prog_bar=True)
         return loss
 
@@ -86,7 +101,8 @@ class VLMPretrainModule(L.LightningModule):
 
     def configure_optimizers(self):
         p = self.cfg.pretrain
-        opt = torch.optim.AdamW(self.vla.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+        params = [q for q in self.vla.parameters() if q.requires_grad]
+        opt = torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay)
         return {"optimizer": opt, "lr_scheduler": warmup_cosine(opt, p.warmup_steps, p.steps)}
 
 
@@ -107,26 +123,15 @@ def pretrain_vlm(cfg: KinsulConfig, fresh: bool = False, progress: bool = True) 
     train = VLMTensors.from_dataset(ds["train"], tok, cfg.model.max_text_len)
     probe = VLMTensors.from_dataset(ds["probe"], tok, cfg.model.max_text_len)
     vla = build_vla(cfg.model, tok, data_spec(cfg), with_expert=False)
-    module = VLMPretrainModule(vla, cfg, sorted(set(probe.qtype)))
     ckpt_dir = out / "checkpoints"
-    trainer = L.Trainer(
-        max_steps=cfg.pretrain.steps,
-        accelerator="auto",
-        devices=1,
-        logger=False,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        val_check_interval=cfg.pretrain.eval_every,
-        check_val_every_n_epoch=None,
-        num_sanity_val_steps=0,
-        gradient_clip_val=1.0,
-        callbacks=[
-            LastCheckpoint(ckpt_dir / "last.ckpt", cfg.pretrain.checkpoint_every),
-            ExceptionCheckpoint(dirpath=ckpt_dir, filename="last"),
-        ],
-    )
     last = ckpt_dir / "last.ckpt"
     start = time.perf_counter()
+    if cfg.pretrain.vision_steps and not last.exists():  # stage 2's checkpoint holds stage 1's result
+        vision_stage(vla, cfg, ckpt_dir, progress)
+    module = VLMPretrainModule(vla, cfg, sorted(set(probe.qtype)))
+    trainer = _trainer(
+        cfg, ckpt_dir, "last", cfg.pretrain.steps, progress, val_check_interval=cfg.pretrain.eval_every
+    )
     train_batches = CurriculumBatches(train, torch.tensor(ds["train"]["n_objects"]), cfg, tok.pad_id)
     train_batches.start_step = checkpoint_step(last)  # resume mid-stream
     trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(train_batches, batch_size=None),
@@ -135,6 +140,37 @@ def pretrain_vlm(cfg: KinsulConfig, fresh: bool = False, progress: bool = True) 
     seconds = time.perf_counter() - start
     accuracy = probe_accuracy(vla, probe)
     return save_vlm(vla, tok, cfg, out / "model", accuracy, seconds)
+
+
+def _trainer(cfg: KinsulConfig, ckpt_dir: Path, name: str, steps: int, progress: bool, **kw) -> L.Trainer:
+    return L.Trainer(
+        max_steps=steps,
+        accelerator="auto",
+        devices=1,
+        logger=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        gradient_clip_val=1.0,
+        callbacks=[
+            LastCheckpoint(ckpt_dir / f"{name}.ckpt", cfg.pretrain.checkpoint_every),
+            ExceptionCheckpoint(dirpath=ckpt_dir, filename=name),
+        ],
+        **kw,
+    )
+
+
+def vision_stage(vla: VLA, cfg: KinsulConfig, ckpt_dir: Path, progress: bool) -> None:
+    """Stage 1 (resumable from 'vision.ckpt'): the tower and projector learn objects from rendered scenes."""
+    ckpt = ckpt_dir / "vision.ckpt"
+    stream = SceneStream(
+        cfg, vla.backbone.config.vision_config.patch_size, cfg.pretrain.vision_batch_size, cfg.seed
+    )
+    stream.start_step = checkpoint_step(ckpt)
+    trainer = _trainer(cfg, ckpt_dir, "vision", cfg.pretrain.vision_steps, progress)
+    trainer.fit(VisionStageModule(vla, cfg), train_dataloaders=torch.utils.data.DataLoader(stream, batch_size=None),
+                ckpt_path=str(ckpt) if ckpt.exists() else None)  # fmt: skip
 
 
 def checkpoint_step(path: Path) -> int:
@@ -158,6 +194,7 @@ def save_vlm(
         "probe_accuracy": accuracy,
         "train_seconds_this_run": round(seconds, 1),
         "steps": cfg.pretrain.steps,
+        "vision_steps": cfg.pretrain.vision_steps,
         "parameters": sum(p.numel() for p in vla.backbone.parameters()),
         "command": "kinsul pretrain-vlm " + " ".join(sys.argv[2:]),
     }
