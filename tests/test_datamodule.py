@@ -2,6 +2,7 @@
 
 import itertools
 
+import pytest
 import torch
 
 from kinsul.data.tensors import RobotTensors
@@ -44,3 +45,10 @@ def test_length_groups_cut_fast_padding_and_keep_the_stream_resumable():
     resumed.start_step = 6
     expected = [frame_ids(b) for b, _ in itertools.islice(iter(grouped), 6, 10)]
     assert [frame_ids(b) for b, _ in itertools.islice(iter(resumed), 4)] == expected
+
+
+def test_length_groups_below_one_is_a_config_error():
+    from kinsul.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="trainer.length_groups"):
+        load_config(overrides=["trainer.length_groups=0"])

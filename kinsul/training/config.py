@@ -92,6 +92,7 @@ class TrainerConfig:
         check_range("action_mse_target", self.action_mse_target, 0.0, 1e6)
         check_range("max_steps", self.max_steps, 1, 10_000_000)
         check_range("batch_size", self.batch_size, 1, 65_536)
+        check_range("length_groups", self.length_groups, 1, 1024)
         check_range("lr", self.lr, 1e-7, 1.0)
         check_range("warmup_steps", self.warmup_steps, 0, 10_000_000)
         check_range("grad_clip", self.grad_clip, 0.0, 1e6)

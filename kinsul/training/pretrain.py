@@ -1,5 +1,6 @@
-"""`kinsul pretrain-vlm`: train the backbone from scratch on the generated VLM data, save it with
-``save_pretrained`` (safetensors) under a cache keyed by the config hash, and report probe accuracy."""
+"""`kinsul pretrain-vlm`: train the backbone from scratch (stage 1: the vision tower on rendered scenes,
+``vision_stage.py``; stage 2: question answering on the generated VLM data), save it with ``save_pretrained``
+(safetensors) under a cache keyed by the config hash, and report probe accuracy."""
 
 from __future__ import annotations
 
