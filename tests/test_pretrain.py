@@ -3,10 +3,12 @@ import torch
 
 from kinsul.cli import main
 from kinsul.config import load_config
+from kinsul.data.tensors import VLMTensors
 from kinsul.models import pretrained
 from kinsul.models.build import build_vla
 from kinsul.training import pretrain
 from kinsul.training.pretrain import VLMPretrainModule, data_spec, make_tokenizer, pretrain_vlm
+from kinsul.training.vision_stage import VisionStageModule
 
 
 def test_pretrain_saves_loadable_model_and_resolves(tmp_path, capsys):
@@ -33,26 +35,32 @@ def _weights(cfg, path):
     return build_vla(cfg.model, make_tokenizer(cfg), data_spec(cfg)).backbone.state_dict()
 
 
-def test_interrupted_pretraining_resumes_to_the_same_weights(tmp_path, monkeypatch):
-    """A crash at step 10 leaves a checkpoint and no model; the rerun resumes and matches an uninterrupted run."""
-    overrides = ["pretrain.steps=16", "pretrain.checkpoint_every=4"]
+@pytest.mark.parametrize(
+    "stage, crash_step, ckpt",
+    [(VLMPretrainModule, 10, "last.ckpt"), (VisionStageModule, 5, "vision.ckpt")],
+    ids=["question-answering", "vision"],
+)
+def test_interrupted_pretraining_resumes_to_the_same_weights(tmp_path, monkeypatch, stage, crash_step, ckpt):
+    """A crash in either stage leaves that stage's checkpoint and no model; the rerun resumes and matches an
+    uninterrupted run."""
+    overrides = ["pretrain.steps=16", "pretrain.vision_steps=8", "pretrain.checkpoint_every=2"]
     ref_cfg = load_config("micro", [f"data.root={tmp_path / 'a'}", *overrides])
     reference = _weights(ref_cfg, pretrain_vlm(ref_cfg, progress=False))
 
     cfg = load_config("micro", [f"data.root={tmp_path / 'b'}", *overrides])  # same recipe, its own cache
-    real_step = VLMPretrainModule.training_step
+    real_step = stage.training_step
 
-    def crash_at_10(self, batch, i):
-        if self.global_step == 10:
+    def crash(self, batch, i):
+        if self.global_step == crash_step:
             raise RuntimeError("simulated crash")
         return real_step(self, batch, i)
 
-    monkeypatch.setattr(VLMPretrainModule, "training_step", crash_at_10)
+    monkeypatch.setattr(stage, "training_step", crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
         pretrain_vlm(cfg, progress=False)
-    assert (pretrained.cache_dir(cfg) / "checkpoints" / "last.ckpt").is_file()
+    assert (pretrained.cache_dir(cfg) / "checkpoints" / ckpt).is_file()
     assert not (pretrained.cache_dir(cfg) / "model").exists()  # nothing half-saved
-    monkeypatch.setattr(VLMPretrainModule, "training_step", real_step)
+    monkeypatch.setattr(stage, "training_step", real_step)
     resumed = _weights(cfg, pretrain_vlm(cfg, progress=False))
     for name, value in reference.items():
         torch.testing.assert_close(resumed[name], value, atol=1e-5, rtol=1e-4, msg=name)
@@ -64,3 +72,35 @@ def test_curriculum_caps_objects():
     batches.cfg = cfg
     batches.pools = {k: torch.arange(k) for k in range(1, 5)}
     assert [batches.cap(s) for s in (0, 9, 10, 25, 30, 1000)] == [1, 1, 2, 3, 4, 4]
+
+
+def _answers(lengths: list[int], pad_id: int) -> VLMTensors:
+    n = len(lengths)
+    answers = torch.full((n, max(lengths)), pad_id)
+    for i, L in enumerate(lengths):
+        answers[i, :L] = 7
+    return VLMTensors(torch.zeros(n, 8, 8, 3, dtype=torch.uint8), torch.ones(n, 3, dtype=torch.long), answers,
+                      ["x"] * n, [""] * n)  # fmt: skip
+
+
+def test_length_groups_put_long_answers_together_and_keep_batches_reproducible():
+    """Six answers in seven are 3-4 tokens, one in seven 8-21 (KinsulWorld's captions)."""
+    pad = 0
+    g = torch.Generator().manual_seed(0)
+    lengths = [int(torch.randint(8, 22, (1,), generator=g)) if i % 7 == 0 else 3 + i % 2 for i in range(700)]
+    data, n_objects = _answers(lengths, pad), torch.ones(700, dtype=torch.long)
+    padded, mixed = {}, True
+    for G in (1, 4):
+        cfg = load_config(overrides=["pretrain.batch_size=16", f"pretrain.length_groups={G}"])
+        batches = pretrain.CurriculumBatches(data, n_objects, cfg, pad)
+        idx = [batches.indices(k) for k in range(40)]
+        lens = torch.tensor(lengths)
+        padded[G] = sum(int(lens[i].max()) for i in idx)
+        if G == 4:  # short batches still mix 3- and 4-token answers (one bucket, random order)
+            short = [i for i in idx if lens[i].max() <= 4]
+            mixed = short and all(set(lens[i].tolist()) == {3, 4} for i in short)
+        resumed = pretrain.CurriculumBatches(data, n_objects, cfg, pad)
+        resumed.start_step = 6  # mid-group
+        assert torch.equal(next(iter(resumed))[1], data.batch(idx[6], pad)[1])
+    assert mixed
+    assert padded[4] < 0.6 * padded[1]

@@ -11,15 +11,16 @@ from kinsul.config.errors import FieldValueError, check_choice, check_range
 class PretrainConfig:
     """VLM pretraining on the generated VLM data (next-token loss on answers)."""
 
-    steps: int = 3000  # optimizer steps of stage 2 (the VLM on question answering)
+    steps: int = 2900  # optimizer steps of stage 2 (the VLM on question answering)
     batch_size: int = 64  # questions per step
+    length_groups: int = 4  # stage-2 batches drawn together and grouped by answer length (1: independent)
     lr: float = 1e-3  # peak AdamW learning rate
     warmup_steps: int = 200  # linear warm-up, then cosine decay to zero
     weight_decay: float = 0.01
     # Object-count curriculum: before curriculum[k] steps, scenes have at most k + 1 objects; then all.
     curriculum: list[int] = field(default_factory=lambda: [300, 800, 1500])
     # Stage 1: the vision tower alone on freshly rendered scenes with object labels (0 skips it)
-    vision_steps: int = 2500
+    vision_steps: int = 3200
     vision_batch_size: int = 64  # rendered images per stage-1 step
     vision_lr: float = 1e-3  # peak AdamW learning rate of stage 1 (same warm-up and cosine decay)
     freeze_vision: bool = True  # stage 2 keeps stage 1's tower and projector fixed (needs vision_steps > 0)
@@ -30,6 +31,7 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         check_range("steps", self.steps, 1, 10_000_000)
         check_range("batch_size", self.batch_size, 1, 65_536)
+        check_range("length_groups", self.length_groups, 1, 1024)
         check_range("lr", self.lr, 1e-7, 1.0)
         check_range("warmup_steps", self.warmup_steps, 0, self.steps)
         check_range("weight_decay", self.weight_decay, 0.0, 1.0)

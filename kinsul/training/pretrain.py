@@ -39,15 +39,23 @@ def data_spec(cfg: KinsulConfig) -> DataSpec:
     return DataSpec(cfg.world.image_size, ACTION_DIM, STATE_DIM, cfg.data.chunk_size)
 
 
+LENGTH_BUCKET = 8  # answers are grouped by length rounded up to this many tokens
+
+
 class CurriculumBatches(IterableDataset):
     """Endless batches; batch k is a pure function of (seed, k), so a resumed run sees the same stream.
 
-    Before ``curriculum[j]`` steps only scenes with at most j + 1 objects are drawn.
+    Before ``curriculum[j]`` steps only scenes with at most j + 1 objects are drawn. With ``length_groups`` G > 1
+    the questions of G consecutive batches are drawn together, ordered by answer length in buckets of
+    ``LENGTH_BUCKET`` tokens (random order within a bucket) and dealt out in a shuffled order: long captions
+    then pad one batch of the group instead of every batch, while the one- and two-word answers of every other
+    question type still share batches (sorting by exact length had split them apart and learned worse).
     """
 
     def __init__(self, data: VLMTensors, n_objects: torch.Tensor, cfg: KinsulConfig, pad_id: int):
         self.data, self.cfg, self.pad_id = data, cfg, pad_id
         self.pools = {k: torch.nonzero(n_objects <= k).squeeze(1) for k in range(1, int(n_objects.max()) + 1)}
+        self.bucket = ((data.answer_ids != pad_id).sum(1) + LENGTH_BUCKET - 1) // LENGTH_BUCKET
         self.start_step = 0
 
     def cap(self, step: int) -> int:
@@ -56,13 +64,22 @@ class CurriculumBatches(IterableDataset):
                 return k + 1
         return max(self.pools)
 
+    def indices(self, step: int) -> torch.Tensor:
+        G, B = self.cfg.pretrain.length_groups, self.cfg.pretrain.batch_size
+        first = step - step % G  # the group's first step seeds the draw and sets the object cap
+        pool = self.pools[self.cap(first)]
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + first)
+        idx = pool[torch.randint(0, len(pool), (G * B,), generator=g)]
+        if G == 1:
+            return idx
+        idx = idx[torch.argsort(self.bucket[idx], stable=True)]  # stable: random order within a bucket
+        k = int(torch.randperm(G, generator=g)[step % G])
+        return idx[k * B : (k + 1) * B]
+
     def __iter__(self):
         step = self.start_step
         while True:
-            pool = self.pools[self.cap(step)]
-            g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step)
-            idx = pool[torch.randint(0, len(pool), (self.cfg.pretrain.batch_size,), generator=g)]
-            yield self.data.batch(idx, self.pad_id)
+            yield self.data.batch(self.indices(step), self.pad_id)
             step += 1
 
 
