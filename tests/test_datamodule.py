@@ -5,6 +5,7 @@ import itertools
 import pytest
 import torch
 
+from kinsul.config import ConfigError, load_config
 from kinsul.data.tensors import RobotTensors
 from kinsul.training.datamodule import MixedBatches
 
@@ -48,7 +49,5 @@ def test_length_groups_cut_fast_padding_and_keep_the_stream_resumable():
 
 
 def test_length_groups_below_one_is_a_config_error():
-    from kinsul.config import ConfigError, load_config
-
     with pytest.raises(ConfigError, match="trainer.length_groups"):
         load_config(overrides=["trainer.length_groups=0"])

@@ -49,6 +49,16 @@ def index_batches(n: int, batch_size: int):
         yield torch.arange(start, min(start + batch_size, n))
 
 
+def grouped_batch(
+    idx: torch.Tensor, keys: torch.Tensor, groups: int, slot: int, g: torch.Generator
+) -> torch.Tensor:
+    """Batch ``slot`` of ``groups`` dealt from one draw ``idx`` of ``groups`` batches' samples: sorted by
+    ``keys[idx]`` (stable, so random order among equal keys) and dealt out in an order shuffled with ``g``
+    (transformers' group_by_length): each batch pads to near its own length."""
+    idx = idx[torch.argsort(keys[idx], stable=True)].view(groups, -1)
+    return idx[torch.randperm(groups, generator=g)[slot]]
+
+
 def even_subset(ds: Dataset, n: int) -> Dataset:
     """At most ``n`` rows at an even stride, so every episode of a split contributes frames."""
     stride = max(1, len(ds) // n)

@@ -30,8 +30,13 @@ def vlm_features() -> Features:
     )
 
 
+def loc_bin(value: float, bins: int) -> int:
+    """The localisation bin of a table coordinate in [0, 1]."""
+    return min(int(value * bins), bins - 1)
+
+
 def loc_token(value: float, bins: int) -> str:
-    return f"loc{min(int(value * bins), bins - 1):02d}"
+    return f"loc{loc_bin(value, bins):02d}"
 
 
 def loc_words(bins: int) -> list[str]:

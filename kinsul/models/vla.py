@@ -49,6 +49,11 @@ class VLA(nn.Module):
     def lm(self) -> nn.Module:
         return self.backbone.model.language_model
 
+    def vision_parameters(self) -> list[nn.Parameter]:
+        """The vision tower's and the projector's parameters: everything that makes image tokens."""
+        m = self.backbone.model
+        return [*m.vision_tower.parameters(), *m.multi_modal_projector.parameters()]
+
     def image_tokens(self, images: torch.Tensor) -> torch.Tensor:
         """(B, H, W, 3) uint8 RGB -> (B, N_patches, d) image tokens in the decoder's embedding space."""
         pixels = (images.permute(0, 3, 1, 2).float() / 255.0 - self.image_mean) / self.image_std

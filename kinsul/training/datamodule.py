@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from kinsul.config.errors import ConfigError
 from kinsul.config.schema import KinsulConfig
 from kinsul.data import store
-from kinsul.data.tensors import RobotTensors, VLMTensors, even_subset, index_batches
+from kinsul.data.tensors import RobotTensors, VLMTensors, even_subset, grouped_batch, index_batches
 from kinsul.strategies.base import Strategy
 from kinsul.tokenizers.fast import FastTokenizer
 from kinsul.tokenizers.text import TextTokenizer
@@ -56,8 +56,7 @@ class MixedBatches(IterableDataset):
         group, slot = divmod(step, self.length_groups)
         gg = torch.Generator().manual_seed(((self.seed * 1_000_003 + group) * 8191 + rank) * 31 + 17)
         idx = torch.randint(0, len(self.robot), (self.length_groups * self.batch_size,), generator=gg)
-        idx = idx[torch.argsort(self.fast_lengths[idx], stable=True)].view(self.length_groups, -1)
-        return idx[torch.randperm(self.length_groups, generator=gg)[slot]]
+        return grouped_batch(idx, self.fast_lengths, self.length_groups, slot, gg)
 
     def __iter__(self):
         step = self.start_step

@@ -19,7 +19,7 @@ from torch.utils.data import IterableDataset
 from kinsul.config.loader import save_config
 from kinsul.config.schema import KinsulConfig
 from kinsul.data import store
-from kinsul.data.tensors import VLMTensors
+from kinsul.data.tensors import VLMTensors, grouped_batch
 from kinsul.evaluation.probe import ProbeAccuracy, ProbeBatches, exact_match, probe_accuracy
 from kinsul.models import pretrained
 from kinsul.models.build import DataSpec, build_vla
@@ -70,11 +70,7 @@ class CurriculumBatches(IterableDataset):
         pool = self.pools[self.cap(first)]
         g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + first)
         idx = pool[torch.randint(0, len(pool), (G * B,), generator=g)]
-        if G == 1:
-            return idx
-        idx = idx[torch.argsort(self.bucket[idx], stable=True)]  # stable: random order within a bucket
-        k = int(torch.randperm(G, generator=g)[step % G])
-        return idx[k * B : (k + 1) * B]
+        return idx if G == 1 else grouped_batch(idx, self.bucket, G, step % G, g)
 
     def __iter__(self):
         step = self.start_step
@@ -97,8 +93,7 @@ class VLMPretrainModule(L.LightningModule):
         super().__init__()
         self.vla, self.cfg = vla, cfg
         if cfg.pretrain.freeze_vision:
-            m = vla.backbone.model
-            for q in (*m.vision_tower.parameters(), *m.multi_modal_projector.parameters()):
+            for q in vla.vision_parameters():
                 q.requires_grad_(False)
         self.probe = ProbeAccuracy(qtypes)
 

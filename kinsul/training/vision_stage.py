@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import IterableDataset
 
 from kinsul.config.schema import KinsulConfig
-from kinsul.data.vlm import loc_token
+from kinsul.data.vlm import loc_bin
 from kinsul.models.vla import VLA
 from kinsul.training.schedule import warmup_cosine
 from kinsul.world.concepts import COLOURS, SHAPES, SIZES
@@ -62,8 +62,8 @@ class SceneStream(IterableDataset):
                 labels["shape"][b, k] = SHAPES.index(o.shape)
                 labels["colour"][b, k] = list(COLOURS).index(o.colour)
                 labels["size"][b, k] = list(SIZES).index(o.size)
-                labels["loc_x"][b, k] = int(loc_token(o.pos[0], d.loc_bins)[3:])
-                labels["loc_y"][b, k] = int(loc_token(o.pos[1], d.loc_bins)[3:])
+                labels["loc_x"][b, k] = loc_bin(o.pos[0], d.loc_bins)
+                labels["loc_y"][b, k] = loc_bin(o.pos[1], d.loc_bins)
                 objectness[b, token] = min(objectness[b, token] + 1, MAX_PER_PATCH)
         out = {k: torch.from_numpy(v) for k, v in labels.items()}
         out["images"] = torch.from_numpy(images)
@@ -118,11 +118,6 @@ class VisionStageModule(L.LightningModule):
 
     def configure_optimizers(self):
         p = self.cfg.pretrain
-        m = self.vla.backbone.model
-        params = [
-            *m.vision_tower.parameters(),
-            *m.multi_modal_projector.parameters(),
-            *self.heads.parameters(),
-        ]
+        params = [*self.vla.vision_parameters(), *self.heads.parameters()]
         opt = torch.optim.AdamW(params, lr=p.vision_lr, weight_decay=p.weight_decay)
         return {"optimizer": opt, "lr_scheduler": warmup_cosine(opt, p.warmup_steps, p.vision_steps)}
