@@ -3,12 +3,14 @@ import torch
 
 from kinsul.cli import main
 from kinsul.config import load_config
+from kinsul.config.errors import ConfigError
 from kinsul.data.tensors import VLMTensors
 from kinsul.models import pretrained
 from kinsul.models.build import build_vla
 from kinsul.training import pretrain
 from kinsul.training.pretrain import VLMPretrainModule, data_spec, make_tokenizer, pretrain_vlm
 from kinsul.training.vision_stage import VisionStageModule
+from kinsul.world.language import QTYPES
 
 
 def test_pretrain_saves_loadable_model_and_resolves(tmp_path, capsys):
@@ -104,3 +106,26 @@ def test_length_groups_put_long_answers_together_and_keep_batches_reproducible()
         assert torch.equal(next(iter(resumed))[1], data.batch(idx[6], pad)[1])
     assert mixed
     assert padded[4] < 0.6 * padded[1]
+
+
+def test_qtype_weights_set_the_question_mix_and_zero_leaves_a_type_out():
+    qtypes = ["caption", "colour", "relation", "loc"] * 250
+    data = VLMTensors(torch.zeros(1000, 8, 8, 3, dtype=torch.uint8), torch.ones(1000, 3, dtype=torch.long),
+                      torch.ones(1000, 2, dtype=torch.long), qtypes, [""] * 1000)  # fmt: skip
+    cfg = load_config(overrides=["pretrain.batch_size=100", "pretrain.length_groups=1",
+                                 "pretrain.qtype_weights.relation=3", "pretrain.qtype_weights.caption=0"])  # fmt: skip
+    batches = pretrain.CurriculumBatches(data, torch.full((1000,), 2), cfg, 0)
+    drawn = [qtypes[i] for k in range(40) for i in batches.indices(k).tolist()]
+    share = {q: drawn.count(q) / len(drawn) for q in set(qtypes)}
+    assert share["caption"] == 0
+    assert share["relation"] == pytest.approx(0.6, abs=0.03)  # 3 / (3 + 1 + 1)
+    assert share["colour"] == pytest.approx(0.2, abs=0.03)
+
+
+def test_qtype_weights_name_known_types():
+    with pytest.raises(ConfigError, match="pretrain.qtype_weights.*relation"):
+        load_config(overrides=["pretrain.qtype_weights.relaton=2"])
+    with pytest.raises(ConfigError, match="pretrain.questions"):
+        load_config(overrides=["pretrain.questions=disk"])
+    with pytest.raises(ConfigError, match="a positive weight"):
+        load_config(overrides=[f"pretrain.qtype_weights.{q}=0" for q in QTYPES])

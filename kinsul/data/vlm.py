@@ -8,11 +8,10 @@ from datasets import Features, Image, Value
 from kinsul.config.schema import KinsulConfig
 from kinsul.data.robot import png_bytes
 from kinsul.world.concepts import COLOURS, SHAPES, ConceptConfig
-from kinsul.world.language import unique_relations
+from kinsul.world.language import QTYPES, unique_relations
 from kinsul.world.render import Renderer
 from kinsul.world.scene import Scene, sample_scene
 
-QTYPES = ("caption", "colour", "shape", "count", "relation", "side", "loc")
 VLM_SPLITS = ("train", "validation", "probe")
 SIDE_MARGIN = 0.08  # 'which side' is asked only when the object is clearly off the centre line
 
@@ -84,6 +83,17 @@ def ask(scene: Scene, qtype: str, rng: np.random.Generator, loc_bins: int) -> tu
     raise ValueError(f"unknown question type {qtype!r}")
 
 
+def pose_question(
+    rng: np.random.Generator, qtype: str, max_objects: int, cfg: KinsulConfig
+) -> tuple[Scene, str, str] | None:
+    """One draw: a scene of ``vlm_min_objects``..``max_objects`` objects and a ``qtype`` question about it
+    (None when that scene cannot pose it unambiguously; the caller redraws)."""
+    d = cfg.data
+    scene = sample_scene(rng, int(rng.integers(d.vlm_min_objects, max_objects + 1)))
+    qa = ask(scene, qtype, rng, d.loc_bins)
+    return None if qa is None else (scene, *qa)
+
+
 def sample_seed(base: int, split: str, index: int) -> int:
     return int(np.random.SeedSequence([base, 100 + VLM_SPLITS.index(split), index]).generate_state(1)[0])
 
@@ -101,11 +111,10 @@ def generate_samples(cfg: KinsulConfig, split: str, indices: range) -> dict[str,
     for k in indices:
         rng = np.random.default_rng(sample_seed(d.seed, split, k))
         qtype = QTYPES[k % len(QTYPES)]
-        qa = None
-        while qa is None:
-            scene = sample_scene(rng, int(rng.integers(d.vlm_min_objects, d.vlm_max_objects + 1)))
-            qa = ask(scene, qtype, rng, d.loc_bins)
-        question, answer = qa
+        posed = None
+        while posed is None:
+            posed = pose_question(rng, qtype, d.vlm_max_objects, cfg)
+        scene, question, answer = posed
         cols["image"].append({"bytes": png_bytes(renderer.render(scene)), "path": None})
         cols["question"].append(question)
         cols["answer"].append(answer)

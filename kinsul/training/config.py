@@ -5,15 +5,24 @@ from pathlib import Path
 from typing import Any
 
 from kinsul.config.errors import FieldValueError, check_choice, check_range
+from kinsul.world.language import QTYPES
 
 
 @dataclass
 class PretrainConfig:
     """VLM pretraining on the generated VLM data (next-token loss on answers)."""
 
-    steps: int = 2900  # optimizer steps of stage 2 (the VLM on question answering)
+    steps: int = 3100  # optimizer steps of stage 2 (the VLM on question answering)
     batch_size: int = 64  # questions per step
+    # Stage-2 questions: "rendered" fresh every step (never repeated) or "stored" (the VLM data's train split)
+    questions: str = "rendered"
     length_groups: int = 4  # stage-2 batches drawn together and grouped by answer length (1: independent)
+    # Stage-2 sampling weight per question type (unnamed types weigh 1, 0 leaves a type out). Relation questions
+    # are two-hop (find the anchor, then the one object beside it, then name it) and learn last; captions are
+    # long, not a probe goal, and cost a fifth of a batch's tokens at weight 1.
+    qtype_weights: dict[str, float] = field(
+        default_factory=lambda: {"relation": 2.0, "count": 1.5, "caption": 0.25}
+    )
     lr: float = 1e-3  # peak AdamW learning rate
     warmup_steps: int = 200  # linear warm-up, then cosine decay to zero
     weight_decay: float = 0.01
@@ -32,6 +41,14 @@ class PretrainConfig:
         check_range("steps", self.steps, 1, 10_000_000)
         check_range("batch_size", self.batch_size, 1, 65_536)
         check_range("length_groups", self.length_groups, 1, 1024)
+        check_choice("questions", self.questions, ("rendered", "stored"))
+        for q, w in self.qtype_weights.items():
+            check_choice("qtype_weights", q, QTYPES)
+            check_range(f"qtype_weights.{q}", w, 0.0, 1000.0)
+        if not any(self.qtype_weights.get(q, 1.0) > 0 for q in QTYPES):
+            raise FieldValueError(
+                "qtype_weights", self.qtype_weights, "a positive weight for some question type"
+            )
         check_range("lr", self.lr, 1e-7, 1.0)
         check_range("warmup_steps", self.warmup_steps, 0, self.steps)
         check_range("weight_decay", self.weight_decay, 0.0, 1.0)

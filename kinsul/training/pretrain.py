@@ -26,6 +26,7 @@ from kinsul.models.build import DataSpec, build_vla
 from kinsul.models.vla import VLA
 from kinsul.tokenizers.text import TextTokenizer
 from kinsul.training.callbacks import ExceptionCheckpoint, LastCheckpoint
+from kinsul.training.question_stream import QuestionStream, answer_buckets
 from kinsul.training.schedule import warmup_cosine
 from kinsul.training.vision_stage import SceneStream, VisionStageModule
 from kinsul.world.env import ACTION_DIM, STATE_DIM
@@ -39,23 +40,26 @@ def data_spec(cfg: KinsulConfig) -> DataSpec:
     return DataSpec(cfg.world.image_size, ACTION_DIM, STATE_DIM, cfg.data.chunk_size)
 
 
-LENGTH_BUCKET = 8  # answers are grouped by length rounded up to this many tokens
-
-
 class CurriculumBatches(IterableDataset):
-    """Endless batches; batch k is a pure function of (seed, k), so a resumed run sees the same stream.
+    """Stage-2 batches from the stored VLM train split (`pretrain.questions=stored`). Endless; batch k is a pure function of (seed, k), so a resumed run sees the same stream.
 
-    Before ``curriculum[j]`` steps only scenes with at most j + 1 objects are drawn. With ``length_groups`` G > 1
+    Questions are drawn with replacement, each with its type's ``qtype_weights`` weight. Before
+    ``curriculum[j]`` steps only scenes with at most j + 1 objects are drawn. With ``length_groups`` G > 1
     the questions of G consecutive batches are drawn together, ordered by answer length in buckets of
     ``LENGTH_BUCKET`` tokens (random order within a bucket) and dealt out in a shuffled order: long captions
     then pad one batch of the group instead of every batch, while the one- and two-word answers of every other
     question type still share batches (sorting by exact length had split them apart and learned worse).
     """
 
+    workers = 0  # indexing in-memory tensors: nothing to overlap
+
     def __init__(self, data: VLMTensors, n_objects: torch.Tensor, cfg: KinsulConfig, pad_id: int):
         self.data, self.cfg, self.pad_id = data, cfg, pad_id
-        self.pools = {k: torch.nonzero(n_objects <= k).squeeze(1) for k in range(1, int(n_objects.max()) + 1)}
-        self.bucket = ((data.answer_ids != pad_id).sum(1) + LENGTH_BUCKET - 1) // LENGTH_BUCKET
+        w = cfg.pretrain.qtype_weights
+        self.weights = torch.tensor([w.get(q, 1.0) for q in data.qtype], dtype=torch.float64)
+        self.pools = {k: torch.nonzero((n_objects <= k) & (self.weights > 0)).squeeze(1)
+                      for k in range(1, int(n_objects.max()) + 1)}  # fmt: skip
+        self.bucket = answer_buckets(data, pad_id)
         self.start_step = 0
 
     def cap(self, step: int) -> int:
@@ -69,7 +73,7 @@ class CurriculumBatches(IterableDataset):
         first = step - step % G  # the group's first step seeds the draw and sets the object cap
         pool = self.pools[self.cap(first)]
         g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + first)
-        idx = pool[torch.randint(0, len(pool), (G * B,), generator=g)]
+        idx = pool[torch.multinomial(self.weights[pool], G * B, replacement=True, generator=g)]
         return idx if G == 1 else grouped_batch(idx, self.bucket, G, step % G, g)
 
     def __iter__(self):
@@ -133,7 +137,6 @@ def pretrain_vlm(cfg: KinsulConfig, fresh: bool = False, progress: bool = True) 
     ds = store.load(cfg, "vlm") if store.dataset_dir(cfg, "vlm").exists() else None
     if ds is None:
         ds = store.open_dataset(store.generate(cfg, "vlm", progress=progress), "vlm")
-    train = VLMTensors.from_dataset(ds["train"], tok, cfg.model.max_text_len)
     probe = VLMTensors.from_dataset(ds["probe"], tok, cfg.model.max_text_len)
     vla = build_vla(cfg.model, tok, data_spec(cfg), with_expert=False)
     ckpt_dir = out / "checkpoints"
@@ -145,14 +148,24 @@ def pretrain_vlm(cfg: KinsulConfig, fresh: bool = False, progress: bool = True) 
     trainer = _trainer(
         cfg, ckpt_dir, "last", cfg.pretrain.steps, progress, val_check_interval=cfg.pretrain.eval_every
     )
-    train_batches = CurriculumBatches(train, torch.tensor(ds["train"]["n_objects"]), cfg, tok.pad_id)
+    train_batches = QUESTIONS[cfg.pretrain.questions](cfg, tok, ds)
     train_batches.start_step = checkpoint_step(last)  # resume mid-stream
-    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(train_batches, batch_size=None),
+    loader = torch.utils.data.DataLoader(train_batches, batch_size=None, num_workers=train_batches.workers)
+    trainer.fit(module, train_dataloaders=loader,
                 val_dataloaders=torch.utils.data.DataLoader(ProbeBatches(probe, tok.pad_id), batch_size=None),
                 ckpt_path=str(last) if last.exists() else None)  # fmt: skip
     seconds = time.perf_counter() - start
     accuracy = probe_accuracy(vla, probe)
     return save_vlm(vla, tok, cfg, out / "model", accuracy, seconds)
+
+
+def _stored_questions(cfg: KinsulConfig, tok: TextTokenizer, ds) -> CurriculumBatches:
+    train = VLMTensors.from_dataset(ds["train"], tok, cfg.model.max_text_len)
+    return CurriculumBatches(train, torch.tensor(ds["train"]["n_objects"]), cfg, tok.pad_id)
+
+
+# pretrain.questions -> stage 2's batch stream
+QUESTIONS = {"rendered": lambda cfg, tok, ds: QuestionStream(cfg, tok), "stored": _stored_questions}
 
 
 def _trainer(cfg: KinsulConfig, ckpt_dir: Path, name: str, steps: int, progress: bool, **kw) -> L.Trainer:

@@ -7,6 +7,8 @@ import numpy as np
 from kinsul.world.concepts import COLOURS, REGIONS, SHAPES, SIZES
 from kinsul.world.scene import Scene
 
+# The kinds of question the VLM data asks (kinsul.data.vlm poses them; pretraining can weigh them).
+QTYPES = ("caption", "colour", "shape", "count", "relation", "side", "loc")
 RELATION_MARGIN = 0.08  # a relation is stated only when the related object is clearly on that side
 
 TEMPLATES: dict[str, tuple[str, ...]] = {
