@@ -5,6 +5,7 @@ from kinsul.cli import main
 from kinsul.config import load_config
 from kinsul.config.errors import ConfigError
 from kinsul.data.tensors import VLMTensors
+from kinsul.evaluation.probe import ProbeAccuracy
 from kinsul.models import pretrained
 from kinsul.models.build import build_vla
 from kinsul.training import pretrain
@@ -129,3 +130,12 @@ def test_qtype_weights_name_known_types():
         load_config(overrides=["pretrain.questions=disk"])
     with pytest.raises(ConfigError, match="a positive weight"):
         load_config(overrides=[f"pretrain.qtype_weights.{q}=0" for q in QTYPES])
+
+
+def test_probe_accuracy_is_exact_over_batches():
+    """180 right of 200, over two batches, is 0.9 and meets a ">= 0.9" goal (float32 made it 0.89999998)."""
+    acc = ProbeAccuracy(["relation", "shape"])
+    acc.update(torch.tensor([True] * 90 + [False] * 10), ["relation"] * 100)
+    acc.update(torch.tensor([True] * 90 + [False] * 10 + [True] * 3), ["relation"] * 100 + ["shape"] * 3)
+    out = acc.compute()
+    assert out["relation"] == 0.9 and out["shape"] == 1.0 and out["mean"] == 0.95
