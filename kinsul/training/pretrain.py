@@ -26,7 +26,7 @@ from kinsul.models.build import DataSpec, build_vla
 from kinsul.models.vla import VLA
 from kinsul.tokenizers.text import TextTokenizer
 from kinsul.training.callbacks import ExceptionCheckpoint, LastCheckpoint
-from kinsul.training.question_stream import QuestionStream, answer_buckets
+from kinsul.training.question_stream import QuestionStream, answer_buckets, object_cap
 from kinsul.training.schedule import warmup_cosine
 from kinsul.training.vision_stage import SceneStream, VisionStageModule
 from kinsul.world.env import ACTION_DIM, STATE_DIM
@@ -41,7 +41,8 @@ def data_spec(cfg: KinsulConfig) -> DataSpec:
 
 
 class CurriculumBatches(IterableDataset):
-    """Stage-2 batches from the stored VLM train split (`pretrain.questions=stored`). Endless; batch k is a pure function of (seed, k), so a resumed run sees the same stream.
+    """Stage-2 batches from the stored VLM train split (`pretrain.questions=stored`), endless; batch k is a
+    pure function of (seed, k), so a resumed run sees the same stream.
 
     Questions are drawn with replacement, each with its type's ``qtype_weights`` weight. Before
     ``curriculum[j]`` steps only scenes with at most j + 1 objects are drawn. With ``length_groups`` G > 1
@@ -63,10 +64,12 @@ class CurriculumBatches(IterableDataset):
         self.start_step = 0
 
     def cap(self, step: int) -> int:
-        for k, until in enumerate(self.cfg.pretrain.curriculum):
-            if step < until and (k + 1) in self.pools and len(self.pools[k + 1]):
-                return k + 1
-        return max(self.pools)
+        """``object_cap``, raised to the next object count the split has (weighted) questions for."""
+        top = max(self.pools)
+        cap = min(object_cap(self.cfg, step), top)
+        while cap < top and not len(self.pools.get(cap, ())):
+            cap += 1
+        return cap
 
     def indices(self, step: int) -> torch.Tensor:
         G, B = self.cfg.pretrain.length_groups, self.cfg.pretrain.batch_size

@@ -1,9 +1,9 @@
 """Stage-2 questions rendered fresh for every step (`pretrain.questions=rendered`, the default).
 
 On the stored 50,000-question split the tiny VLM overfits before it generalises: by the end of stage 2 its
-training loss was ~0.03 per answer while the probe's localisation and relation answers stayed at ~0.9
-(docs/models.md). Questions drawn from the same generator the stored split comes from (`pose_question`) never
-repeat, cost ~20 ms per 64-question batch to render and tokenise, and need no memory for images.
+training loss was 0.035 per answer while probe relation accuracy stayed below 0.9 (docs/models.md). Questions
+drawn from the generator the stored split comes from (`pose_question`) never repeat, cost ~20 ms per
+64-question batch to render and tokenise, and need no memory for images.
 """
 
 from __future__ import annotations
@@ -44,9 +44,8 @@ class QuestionStream(IterableDataset):
     as ``CurriculumBatches`` does for the stored split.
     """
 
-    workers = (
-        1  # render in a DataLoader worker, overlapping the training step (measured ~255 vs ~285 ms/step)
-    )
+    # Render in a DataLoader worker, overlapping the training step (measured ~255 vs ~285 ms a step).
+    workers = 1
 
     def __init__(self, cfg: KinsulConfig, tok: TextTokenizer):
         self.cfg, self.tok = cfg, tok
