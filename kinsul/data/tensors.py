@@ -65,6 +65,11 @@ def even_subset(ds: Dataset, n: int) -> Dataset:
     return ds.select(range(0, len(ds), stride)[:n])
 
 
+def answer_tokens(tok: TextTokenizer, answer: str) -> list[int]:
+    """A VLM answer as the suffix the backbone learns: <sep> + answer + <eos>."""
+    return [tok.sep_id, *tok.encode(answer), tok.eos_id]
+
+
 def prompt_ids(tok: TextTokenizer, texts: list[str], max_len: int):
     return tok.batch([[tok.bos_id, *tok.encode(t)] for t in texts], max_len=None).ids[:, :max_len]
 
@@ -81,7 +86,7 @@ class VLMTensors:
     def from_dataset(cls, ds: Dataset, tok: TextTokenizer, max_text_len: int) -> VLMTensors:
         def tokenize(batch: dict) -> dict:
             return {"text_ids": [[tok.bos_id, *tok.encode(q)] for q in batch["question"]],
-                    "answer_ids": [[tok.sep_id, *tok.encode(a), tok.eos_id] for a in batch["answer"]]}  # fmt: skip
+                    "answer_ids": [answer_tokens(tok, a) for a in batch["answer"]]}  # fmt: skip
 
         enc = _mapped(ds, ["question", "answer"], tokenize, "tokenize")[:]
         text, suffix = tok.batch(enc["text_ids"]).ids[:, :max_text_len], tok.batch(enc["answer_ids"]).ids

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from kinsul.config.schema import KinsulConfig
-from kinsul.data.tensors import VLMTensors, grouped_batch, prompt_ids
+from kinsul.data.tensors import VLMTensors, answer_tokens, grouped_batch, prompt_ids
 from kinsul.data.vlm import pose_question
 from kinsul.tokenizers.text import TextTokenizer
 from kinsul.world.language import QTYPES
@@ -77,7 +77,7 @@ class QuestionStream(IterableDataset):
             qs.append(question)
             answers.append(answer)
             qtypes.append(qtype)
-        suffix = tok.batch([[tok.sep_id, *tok.encode(a), tok.eos_id] for a in answers]).ids
+        suffix = tok.batch([answer_tokens(tok, a) for a in answers]).ids
         return VLMTensors(torch.from_numpy(np.stack(images)), prompt_ids(tok, qs, cfg.model.max_text_len),
                           suffix, qtypes, answers)  # fmt: skip
 
