@@ -1,6 +1,7 @@
 """End to end: every registered strategy trains, checkpoints, resumes exactly; runs land in a real MLflow store."""
 
 import pytest
+import torch
 from conftest import micro_train_config as micro
 from mlflow.tracking import MlflowClient
 
@@ -66,7 +67,7 @@ def test_run_is_logged_to_mlflow_and_read_back(micro_root):
 
 def test_steps_to_target_records_the_first_validation_that_reaches_it(micro_root):
     run_dir = train(micro(micro_root, "strategy.name=frozen", "trainer.run_name=speed",
-                          "trainer.action_mse_target=1000"), progress=False)  # fmt: skip
+                          "trainer.velocity_mse_target=1000"), progress=False)  # fmt: skip
     client = MlflowClient(tracking_uri=f"sqlite:///{micro_root / 'mlflow.db'}")
     run = client.get_run((run_dir / "mlflow_run_id").read_text().strip())
     assert run.data.metrics["speed/steps_to_target"] == 2.0  # the first validation, after 2 steps
@@ -102,3 +103,32 @@ def test_non_finite_loss_stops_and_keeps_the_good_checkpoint(micro_root, monkeyp
 
     last = torch.load(micro_root / "runs" / "nan" / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["global_step"] == 2  # the step-2 checkpoint, not overwritten by the failing step
+
+
+def test_success_curve_is_logged_against_steps_and_survives_resume(micro_root):
+    """eval/success from the fixed rollout set at step 0 and every curve_every steps; a target of 0 is reached
+    at the curve's origin, so steps/frames/seconds to success are logged there; resume keeps the curve."""
+    cfg = micro(micro_root, "strategy.name=ki", "trainer.run_name=curve", "trainer.success_target=0.0")
+    run_dir = train(cfg, progress=False)
+    client = MlflowClient(tracking_uri=f"sqlite:///{micro_root / 'mlflow.db'}")
+    run_id = (run_dir / "mlflow_run_id").read_text().strip()
+    history = client.get_metric_history(run_id, "eval/success")
+    assert [m.step for m in sorted(history, key=lambda m: m.step)] == [0, 2, 4]
+    for family in ("reach", "push", "pick_place"):
+        assert len(client.get_metric_history(run_id, f"eval/success_{family}")) == 3
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["speed/steps_to_success"] == 0.0 and metrics["speed/frames_to_success"] == 0.0
+    assert "val/velocity_mse" in metrics
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]
+    (curve,) = [v for k, v in state.items() if k.startswith("SuccessCurve")]
+    assert [s for s, _ in curve["points"]] == [0, 2, 4] and curve["reached_at"] == 0
+
+
+def test_a_target_that_is_never_reached_logs_no_speed(micro_root):
+    run_dir = train(micro(micro_root, "strategy.name=stop_grad", "trainer.run_name=curve_unreached",
+                          "trainer.success_target=1.0", "eval.headline_tasks=[reach]"), progress=False)  # fmt: skip
+    client = MlflowClient(tracking_uri=f"sqlite:///{micro_root / 'mlflow.db'}")
+    metrics = client.get_run((run_dir / "mlflow_run_id").read_text().strip()).data.metrics
+    # an untrained micro policy does not reach in 4 steps (the world's own check, not a mock)
+    assert metrics["eval/success_reach"] < 1.0 and "speed/steps_to_success" not in metrics
+    assert metrics["eval/success"] == metrics["eval/success_reach"]  # the headline is reach alone

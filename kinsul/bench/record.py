@@ -77,4 +77,10 @@ def render(data: dict[str, dict[str, Any]]) -> str:
         lines += ["", "## Details", ""]
         for name, d in details:
             lines.append(f"- **{name}**: " + ", ".join(f"{k} = {_fmt(v)}" for k, v in d.items()))
+    for name, r in sorted(data.items()):
+        rows = r.get("table")
+        if rows:
+            keys = list(rows[0])
+            lines += ["", f"### {name}", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+            lines += ["| " + " | ".join(_fmt(row[k]) for k in keys) + " |" for row in rows]
     return "\n".join(lines) + "\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kinsul.config.errors import FieldValueError
 from kinsul.data.config import DataConfig
 from kinsul.models.config import ModelConfig
 from kinsul.training.config import EvalConfig, PretrainConfig, StrategyConfig, TrackingConfig, TrainerConfig
@@ -23,3 +24,9 @@ class KinsulConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0  # global seed for everything that is not data generation
+
+    def __post_init__(self) -> None:
+        extra = [t for t in self.eval.headline_tasks if t not in self.world.tasks]
+        if extra:
+            raise FieldValueError("eval.headline_tasks", self.eval.headline_tasks,
+                                  f"task families of world.tasks {list(self.world.tasks)}")  # fmt: skip

@@ -31,5 +31,12 @@ def fast_tokenizer(cfg: KinsulConfig) -> FastTokenizer:
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tok.save(tmp)
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        # another process (a parallel sweep worker) fitted the same tokenizer first: keep its copy
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (path / "fast.json").is_file():
+            raise
+        return FastTokenizer.load(path)
     return tok

@@ -72,7 +72,7 @@ def evaluate(target: str | Path, overrides: list[str] = (), log: bool = True) ->
     }
     steps = sum(r.steps for rs in results.values() for r in rs)
     metrics["speed/rollout_steps_per_s"] = steps / (time.perf_counter() - start)
-    rates = summarize(results)
+    rates = summarize(results, list(e.headline_tasks) or None)
     for key, r in rates.items():
         metrics[key] = r["value"]
         metrics[f"{key}_n"] = float(r["n"])
@@ -98,23 +98,28 @@ def evaluate(target: str | Path, overrides: list[str] = (), log: bool = True) ->
 
 
 def _offline_errors(vla, tok, fast, decoding: str, cfg: KinsulConfig) -> dict[str, float]:
-    """val/action_mse on held-out demonstrations (validation split) and val/action_mse_heldout on demonstrations
-    that target held-out concepts (probe split), with the strategy's own decoding."""
+    """Offline chunk errors (``kinsul.models.decoding.chunk_metrics``) with the strategy's own decoding, on
+    held-out demonstrations (validation split: val/...) and on demonstrations that target held-out concepts
+    (probe split: val/..._heldout)."""
     from torchmetrics.aggregation import MeanMetric
 
     from kinsul.data.tensors import RobotTensors, even_subset
+    from kinsul.models.decoding import chunk_errors
     from kinsul.training.datamodule import FixedBatches
-    from kinsul.training.module import chunk_errors
 
     robot = store.load(cfg, "robot")
     m, out = cfg.model, {}
-    for split, key in (("validation", "val/action_mse"), ("probe", "val/action_mse_heldout")):
+    for split, suffix in (("validation", ""), ("probe", "_heldout")):
         ds = even_subset(robot[split], cfg.eval.offline_frames)
         data = RobotTensors.from_dataset(ds, tok, fast, m.max_text_len, m.max_fast_len)
-        mse = MeanMetric()
+        means = {"action_mse": MeanMetric(), "velocity_mse": MeanMetric()}
         for i, batch in enumerate(FixedBatches(data, 64, tok.pad_id)):
-            mse.update(chunk_errors(vla, fast, decoding, batch, m.flow_steps, m.max_fast_len, i)[0])
-        out[key] = float(mse.compute()) if len(data) else float("nan")
+            errors, _ = chunk_errors(vla, fast, decoding, batch, m.flow_steps, m.max_fast_len, i,
+                                     samples=cfg.trainer.val_samples)  # fmt: skip
+            for key, metric in means.items():
+                metric.update(errors[key])
+        for key, metric in means.items():
+            out[f"val/{key}{suffix}"] = float(metric.compute()) if len(data) else float("nan")
     return out
 
 

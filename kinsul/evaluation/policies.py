@@ -14,6 +14,7 @@ import torch
 
 from kinsul.data.batch import Observation
 from kinsul.data.tensors import prompt_ids
+from kinsul.models.decoding import decode_fast_chunks
 from kinsul.world.env import ACTION_DIM, KinsulWorldEnv
 from kinsul.world.expert import ScriptedExpert
 
@@ -47,8 +48,6 @@ class VLAPolicy:
         ).to(device)
         if self.decoding == "flow":
             return self.vla.sample_actions(batch, steps=self.flow_steps).float().cpu().numpy()
-        from kinsul.training.module import decode_fast_chunks
-
         chunks, invalid = decode_fast_chunks(self.vla, self.fast, batch, self.max_fast_len)
         self.invalid_chunks += int(invalid.sum())
         return chunks.float().cpu().numpy()

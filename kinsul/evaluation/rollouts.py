@@ -86,8 +86,15 @@ def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def summarize(results: dict[str, list[EpisodeResult]]) -> dict[str, dict]:
-    """Rates per metric (overall and per task family), each with its episode count and Wilson interval."""
+def summarize(results: dict[str, list[EpisodeResult]], headline: list[str] | None = None) -> dict[str, dict]:
+    """Rates per metric (overall and per task family), each with its episode count and Wilson interval.
+
+    The overall rates (eval/success, eval/success_heldout, eval/language_following) pool the ``headline`` task
+    families only (default: all); every family keeps its own rate."""
+
+    def counted(r: EpisodeResult) -> bool:
+        return headline is None or r.spec.task in headline
+
     metrics: dict[str, MeanMetric] = {}
     counts: dict[str, int] = {}
 
@@ -96,13 +103,16 @@ def summarize(results: dict[str, list[EpisodeResult]]) -> dict[str, dict]:
         counts[key] = counts.get(key, 0) + 1
 
     for r in results.get("seen", []):
-        add("eval/success", r.success)
+        if counted(r):
+            add("eval/success", r.success)
         add(f"eval/success_{r.spec.task}", r.success)
     for r in results.get("heldout", []):
-        add("eval/success_heldout", r.success)
+        if counted(r):
+            add("eval/success_heldout", r.success)
         add(f"eval/success_heldout_{r.spec.task}", r.success)
     for r in results.get("language", []):
-        add("eval/language_following", r.followed)
+        if counted(r):
+            add("eval/language_following", r.followed)
     out = {}
     for key, m in metrics.items():
         p = float(m.compute())

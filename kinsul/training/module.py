@@ -10,6 +10,7 @@ from torchmetrics.aggregation import MeanMetric
 from kinsul.config.errors import ConfigError
 from kinsul.config.schema import KinsulConfig
 from kinsul.data.tensors import RobotBatch
+from kinsul.models.decoding import chunk_errors
 from kinsul.models.flow import interpolate, sample_time
 from kinsul.models.vla import VLA, flow_loss, token_loss
 from kinsul.strategies.base import LOSS_TERMS, Strategy
@@ -38,6 +39,7 @@ class VLAModule(L.LightningModule):
             p.requires_grad_(id(p) in trainable)
         self.frozen = strategy.frozen_modules(vla)
         self.val_mse = MeanMetric()
+        self.val_velocity = MeanMetric()
         self.val_invalid = MeanMetric()
 
     # -- training ------------------------------------------------------------------------------------
@@ -89,16 +91,18 @@ class VLAModule(L.LightningModule):
     # -- validation: the strategy's own decoding -----------------------------------------------------
     def validation_step(self, batch: RobotBatch, i: int):
         m = self.cfg.model
-        err, invalid = chunk_errors(
-            self.vla, self.fast, self.strategy.decoding, batch, m.flow_steps, m.max_fast_len, i
-        )
-        self.val_mse.update(err)
+        errors, invalid = chunk_errors(self.vla, self.fast, self.strategy.decoding, batch, m.flow_steps,
+                                       m.max_fast_len, i, samples=self.cfg.trainer.val_samples)  # fmt: skip
+        self.val_mse.update(errors["action_mse"])
+        self.val_velocity.update(errors["velocity_mse"])
         if invalid is not None:
             self.val_invalid.update(invalid.float())
 
     def on_validation_epoch_end(self) -> None:
         self.log("val/action_mse", self.val_mse.compute(), prog_bar=True)
+        self.log("val/velocity_mse", self.val_velocity.compute(), prog_bar=True)
         self.val_mse.reset()
+        self.val_velocity.reset()
         if self.val_invalid.update_count:
             self.log("val/fast_invalid", self.val_invalid.compute())
             self.val_invalid.reset()
@@ -124,32 +128,3 @@ def check_groups(vla: torch.nn.Module, groups) -> None:
         if p.requires_grad != (id(p) in seen):
             state = "trainable but in no group" if p.requires_grad else "frozen but in a group"
             raise AssertionError(f"parameter '{name}' is {state}")
-
-
-@torch.no_grad()
-def chunk_errors(vla: VLA, fast: FastTokenizer, decoding: str, batch: RobotBatch, flow_steps: int,
-                 max_fast_len: int, seed: int):  # fmt: skip
-    """Per-sample MSE of the decoded chunk (the strategy's own decoding) against the demonstration, over
-    non-padded steps; and, for FAST decoding, which sequences were invalid. Flow noise is seeded by ``seed``."""
-    invalid = None
-    if decoding == "flow":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # the same noise at every validation: comparable numbers
-            chunk = vla.sample_actions(batch.obs, steps=flow_steps)
-    else:
-        chunk, invalid = decode_fast_chunks(vla, fast, batch.obs, max_fast_len)
-    keep = (~batch.action_pad).float()[..., None]
-    err = ((chunk - batch.actions) ** 2 * keep).sum((1, 2)) / (keep.sum((1, 2)) * chunk.shape[-1])
-    return err, invalid
-
-
-@torch.no_grad()
-def decode_fast_chunks(vla: VLA, fast: FastTokenizer, obs, max_len: int):
-    """pi0-FAST actions: greedy tokens -> chunk; invalid sequences fall back to zeros and are flagged."""
-    chunks, invalid = [], []
-    for ids in vla.generate_fast(obs, max_len=max_len + 1):
-        chunk, ok = fast.decode(ids)
-        chunks.append(torch.from_numpy(chunk) if ok else torch.zeros(fast.horizon, fast.action_dim))
-        invalid.append(not ok)
-    device = obs.images.device
-    return torch.stack(chunks).to(device), torch.tensor(invalid, device=device)

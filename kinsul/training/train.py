@@ -17,6 +17,7 @@ from kinsul.config.loader import config_hash, save_config
 from kinsul.config.schema import KinsulConfig
 from kinsul.data import store
 from kinsul.data.fast_cache import fast_tokenizer
+from kinsul.evaluation.curve import SuccessCurve, curve_specs
 from kinsul.models import pretrained
 from kinsul.models.build import DataSpec, build_vla, check_data_spec
 from kinsul.strategies import create
@@ -87,6 +88,18 @@ def flat_config(cfg: KinsulConfig) -> dict[str, str]:
     return out
 
 
+def success_curve(cfg: KinsulConfig, strategy: Strategy, tok, fast) -> list[L.Callback]:
+    tc, m = cfg.trainer, cfg.model
+    if not tc.curve_every:
+        return []
+    robot_frames, _ = split_batch(tc.batch_size, strategy.vlm_ratio)
+    return [SuccessCurve(curve_specs(list(cfg.world.tasks), tc.curve_episodes, cfg.eval.seed), cfg.world,
+                         cfg.concepts, tc.curve_every, tc.success_target, cfg.eval.execute_steps, robot_frames,
+                         dict(tok=tok, fast=fast, decoding=strategy.decoding, flow_steps=m.flow_steps,
+                              max_text_len=m.max_text_len, max_fast_len=m.max_fast_len),
+                         families=list(cfg.eval.headline_tasks) or None)]  # fmt: skip
+
+
 def train(
     cfg: KinsulConfig, resume: bool = False, progress: bool = True, callbacks: Sequence[L.Callback] = ()
 ) -> Path:
@@ -125,12 +138,14 @@ def train(
         gradient_clip_val=tc.grad_clip or None,
         default_root_dir=str(run_dir),
         callbacks=[
+            # first: a curve point measured at step N is in the checkpoint saved at step N
+            *success_curve(cfg, strategy, tok, fast),
             ModelCheckpoint(
                 dirpath=ckpt_dir, filename="best", monitor="val/action_mse", mode="min", save_top_k=1
             ),
             LastCheckpoint(ckpt_dir / "last.ckpt", tc.checkpoint_every),
             ExceptionCheckpoint(dirpath=ckpt_dir, filename="last"),
-            StepsToTarget("val/action_mse", tc.action_mse_target),
+            StepsToTarget("val/velocity_mse", tc.velocity_mse_target),
             *callbacks,
         ],
     )

@@ -73,6 +73,7 @@ class KinsulWorldEnv(gym.Env):
                 heldout=mode == "heldout",
                 relational_prob=self.config.relational_prob,
                 target=target,
+                reach_tolerance=self.config.reach_tolerance,
             )
             if self.task is not None:
                 break

@@ -22,17 +22,21 @@ class ScriptedExpert:
         self.rng = rng
 
     def reset(self) -> None:
+        self.restyle()
+        self.v = np.zeros(2)
+        self.ou = np.zeros(2)
+        self.phase = "start"
+        self.leg: tuple | None = None
+        self.via: np.ndarray | None = None
+
+    def restyle(self) -> None:
+        """Draw a new style; the motion under way (velocity, noise, phase) carries on."""
         r = self.rng
         self.speed = r.uniform(0.55, 1.0)  # fraction of max speed
         self.smooth = r.uniform(0.2, 0.6)  # low-pass factor on the velocity command
         self.noise = r.uniform(0.03, 0.15)  # OU noise scale, action units
         self.bend = r.choice([-1.0, 1.0]) * r.uniform(0.1, 0.35)  # lateral offset of the approach curve
         self.grip_level = r.uniform(0.6, 1.0)
-        self.v = np.zeros(2)
-        self.ou = np.zeros(2)
-        self.phase = "start"
-        self.leg: tuple | None = None
-        self.via: np.ndarray | None = None
 
     # -- motion primitives ---------------------------------------------------------------------------
     def _steer(self, goal: np.ndarray, leg: tuple, curve: bool = True) -> np.ndarray:

@@ -12,7 +12,7 @@ from kinsul.world.scene import Scene
 
 REGION_BOUND = 0.25  # a region is the band of the table within this distance of its edge
 REGION_DIRECTION = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "top": (0.0, -1.0), "bottom": (0.0, 1.0)}
-REACH_TOLERANCE = 0.6  # success radius as a fraction of the target's radius
+REACH_TOLERANCE = 1.0  # default success radius as a fraction of the target's radius (world.reach_tolerance)
 REACH_SPEED = 0.25  # reaching means arriving: the gripper must also be this slow (fraction of max speed)
 PLACE_TOLERANCE = 0.6
 
@@ -24,11 +24,12 @@ class Task:
     instruction: str
     destination: int = -1  # pick_place: the object to place the target on
     region: str = ""  # push: the named region
+    reach_tolerance: float = REACH_TOLERANCE  # reach: success radius as a fraction of the target's radius
 
     def success(self, scene: Scene) -> bool:
         t = scene.objects[self.target]
         if self.family == "reach":
-            near = np.linalg.norm(scene.gripper - t.pos) < REACH_TOLERANCE * t.radius
+            near = np.linalg.norm(scene.gripper - t.pos) < self.reach_tolerance * t.radius
             return bool(near and scene.speed < REACH_SPEED)
         if self.family == "push":
             return scene.held != self.target and in_region(t.pos, self.region)
@@ -58,6 +59,7 @@ def sample_task(
     heldout: bool,
     relational_prob: float,
     target: int | None = None,
+    reach_tolerance: float = REACH_TOLERANCE,
 ) -> Task | None:
     """Draw a task of ``family``; ``None`` when this scene cannot host one under the concept split.
 
@@ -83,7 +85,7 @@ def sample_task(
     templates = TEMPLATES[family]
     template = templates[rng.integers(len(templates))]
     if family == "reach":
-        return Task(family, target, template.format(t=ref))
+        return Task(family, target, template.format(t=ref), reach_tolerance=reach_tolerance)
     if family == "push":
         pos = scene.objects[target].pos
         regions = [r for r in REGION_DIRECTION if not in_region(pos, r, margin=-0.1)]
