@@ -77,7 +77,7 @@ def test_unknown_key_or_strategy_fails_before_any_trial(micro_root, tmp_path):
 
 
 def test_search_with_pruning_kill_and_resume(micro_root, tmp_path, monkeypatch):
-    """TPE over a log-scaled learning rate and a loss weight, median pruning on val/action_mse, objective from
+    """TPE over a log-scaled learning rate and a loss weight, median pruning on val/velocity_mse, objective from
     training (no evaluation); a killed trial's parameters run again on --resume and the study reaches n_trials."""
     preset = tmp_path / "tune.yaml"
     preset.write_text(f"""base: micro
@@ -89,7 +89,7 @@ sweep:
     strategy.loss_weights.fast: {{low: 0.1, high: 1.0}}
   n_trials: 3
   startup_trials: 2
-  objective: val/action_mse
+  objective: val/velocity_mse
   direction: minimize
   pruner: median
   evaluate: false
@@ -114,11 +114,11 @@ sweep:
     assert len(done) == 3 and len(calls) == 4
     for t in done:
         assert 1e-4 <= t.params["trainer.lr"] <= 1e-2 and 0.1 <= t.params["strategy.loss_weights.fast"] <= 1.0
-        assert t.intermediate_values  # val/action_mse reported at every validation
+        assert t.intermediate_values  # val/velocity_mse reported at every validation
     for t in study.get_trials(states=(TrialState.COMPLETE,)):
         assert t.value == pytest.approx(t.intermediate_values[max(t.intermediate_values)])
     text = report(str(preset), overrides)
-    assert "| trial | state | trainer.lr | strategy.loss_weights.fast | val/action_mse |" in text
+    assert "| trial | state | trainer.lr | strategy.loss_weights.fast | val/velocity_mse |" in text
     assert text.startswith("| strategy | trials |")
 
 
@@ -127,14 +127,14 @@ def test_pruning_stops_a_trial_worse_than_the_median():
 
     def validate(trial, value, step=10):
         trainer = SimpleNamespace(
-            callback_metrics={"val/action_mse": value}, global_step=step, sanity_checking=False
+            callback_metrics={"val/velocity_mse": value}, global_step=step, sanity_checking=False
         )
         TrialReport(trial).on_validation_end(trainer, None)
 
     good = study.ask()
     validate(good, 0.5)
     study.tell(good, 0.5)
-    with pytest.raises(optuna.TrialPruned, match="val/action_mse=0.9 at step 10"):
+    with pytest.raises(optuna.TrialPruned, match="val/velocity_mse=0.9 at step 10"):
         validate(study.ask(), 0.9)
     validate(study.ask(), 0.3)  # better than the median: goes on
 

@@ -72,7 +72,7 @@ def evaluate(target: str | Path, overrides: list[str] = (), log: bool = True) ->
     }
     steps = sum(r.steps for rs in results.values() for r in rs)
     metrics["speed/rollout_steps_per_s"] = steps / (time.perf_counter() - start)
-    rates = summarize(results, list(e.headline_tasks) or None)
+    rates = summarize(results, cfg.headline_tasks())
     for key, r in rates.items():
         metrics[key] = r["value"]
         metrics[f"{key}_n"] = float(r["n"])

@@ -19,8 +19,11 @@ class TrialRun:
     """One finished trial as read back from MLflow."""
 
     metrics: dict[str, float]
-    curve: list[tuple[int, float]] = field(default_factory=list)  # (step, val/action_mse) during training
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (step, val/velocity_mse) during training
     max_steps: int = 0
+    success_curve: list[tuple[int, float]] = field(
+        default_factory=list
+    )  # (step, eval/success) during training
 
 
 def _stats(runs: list[TrialRun], key: str) -> tuple[float, float]:
@@ -42,20 +45,35 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def learning_curves(groups: dict[str, list[TrialRun]], out: Path) -> Path:
+def _curves(groups: dict[str, list[TrialRun]], attr: str, ax) -> None:
     colours = _colours(list(groups))
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for strategy, runs in groups.items():
         for i, run in enumerate(runs):  # one line per seed, one legend entry per strategy
-            if run.curve:
-                steps, values = zip(*run.curve, strict=True)
+            points = getattr(run, attr)
+            if points:
+                steps, values = zip(*points, strict=True)
                 ax.plot(steps, values, marker="o", ms=3, color=colours[strategy],
                         label=strategy if i == 0 else None, alpha=0.9 if len(runs) == 1 else 0.6)  # fmt: skip
     ax.set_xlabel("training step")
-    ax.set_ylabel("val/action_mse")
-    ax.set_title("validation action error during training")
     ax.legend(fontsize=7, ncol=2)
+
+
+def learning_curves(groups: dict[str, list[TrialRun]], out: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    _curves(groups, "curve", ax)
+    ax.set_ylabel("val/velocity_mse")
+    ax.set_title("expected-chunk velocity error during training")
     return _save(fig, out / "learning_curves.png")
+
+
+def success_curves(groups: dict[str, list[TrialRun]], out: Path) -> Path:
+    """Training speed as the paper plots it: closed-loop success (the fixed curve seed set) against steps."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    _curves(groups, "success_curve", ax)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("eval/success (curve seed set)")
+    ax.set_title("closed-loop success against training steps")
+    return _save(fig, out / "success_curves.png")
 
 
 def _bars(ax, groups, keys_labels, ylabel):
@@ -89,18 +107,18 @@ def success_bars(groups: dict[str, list[TrialRun]], out: Path) -> Path:
 
 
 def speed_vs_retention(groups: dict[str, list[TrialRun]], out: Path) -> Path:
-    """x = steps until val/action_mse first reached the target; runs that never reached it sit at their budget
-    as hollow markers (their speed is 'more than max_steps')."""
+    """x = steps until closed-loop success first reached trainer.success_target; runs that never reached it sit
+    at their budget as hollow markers (their speed is 'more than max_steps')."""
     colours = _colours(list(groups))
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for strategy, runs in groups.items():
         for i, run in enumerate(runs):
             y = run.metrics.get("eval/retention", math.nan)
-            reached = run.metrics.get("speed/steps_to_target")
+            reached = run.metrics.get("speed/steps_to_success")
             x = reached if reached is not None else run.max_steps
             ax.scatter([x], [y], s=50, label=strategy if i == 0 else None, edgecolors=colours[strategy],
                        facecolors=colours[strategy] if reached is not None else "none", linewidths=1.5)  # fmt: skip
-    ax.set_xlabel("steps to target val/action_mse (hollow: not reached within the budget)")
+    ax.set_xlabel("steps to target success (hollow: not reached within the budget)")
     ax.set_ylabel("knowledge retention")
     ax.set_title("training speed vs knowledge retention (up-left is better)")
     ax.legend(fontsize=7, ncol=2)
@@ -109,4 +127,7 @@ def speed_vs_retention(groups: dict[str, list[TrialRun]], out: Path) -> Path:
 
 def all_plots(groups: dict[str, list[TrialRun]], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    return [f(groups, out) for f in (learning_curves, retention_bars, success_bars, speed_vs_retention)]
+    return [
+        f(groups, out)
+        for f in (learning_curves, success_curves, retention_bars, success_bars, speed_vs_retention)
+    ]

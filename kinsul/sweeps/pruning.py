@@ -11,12 +11,12 @@ from kinsul.sweeps.spec import PRUNE_METRIC
 
 
 class TrialReport(L.Callback):
-    """Reports val/action_mse to the trial at every validation; raises ``optuna.TrialPruned`` when the study's
+    """Reports val/velocity_mse to the trial at every validation; raises ``optuna.TrialPruned`` when the study's
     pruner judges the trial worse than its peers at the same step (Lightning saves the resume checkpoint first)."""
 
     def __init__(self, trial: optuna.Trial):
         self.trial = trial
-        self.last = math.nan  # the latest val/action_mse (the objective when a sweep skips evaluation)
+        self.last = math.nan  # the latest val/velocity_mse (the objective when a sweep skips evaluation)
 
     def on_validation_end(self, trainer, pl_module):
         value = trainer.callback_metrics.get(PRUNE_METRIC)

@@ -18,8 +18,10 @@ from kinsul.sweeps.run import SWEEP_TAG, storage, study_name
 from kinsul.sweeps.spec import PRUNE_METRIC, SweepSpec, load_sweep
 
 COLUMNS = [
-    ("speed/steps_to_target", "steps to target"),
-    ("val/action_mse", "action mse"),
+    ("speed/steps_to_success", "steps to success"),
+    ("speed/frames_to_success", "robot frames to success"),
+    ("speed/seconds_to_success", "train s to success"),
+    ("val/velocity_mse", "velocity mse"),
     ("eval/success", "success"),
     ("eval/success_heldout", "success held-out"),
     ("eval/language_following", "language following"),
@@ -38,13 +40,13 @@ def _fmt(values: list[float | None]) -> str:
     return f"{mean:.3g} ± {std:.2g}"
 
 
-def _curve(client: MlflowClient, run_id: str) -> list[tuple[int, float]]:
-    """Training's val/action_mse per step. `kinsul eval` logs the same key afterwards (with all its metrics, at
-    the checkpoint's step): points from then on are not part of the training curve."""
-    evaluated = [m.timestamp for m in client.get_metric_history(run_id, "eval/success")]
+def _history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
+    """``key`` per step as training logged it. `kinsul eval` logs its metrics afterwards (eval/retention among
+    them, which training never logs), at the checkpoint's step: points from then on are not training's."""
+    evaluated = [m.timestamp for m in client.get_metric_history(run_id, "eval/retention")]
     cutoff = min(evaluated) if evaluated else float("inf")
     points: dict[int, float] = {}
-    for m in sorted(client.get_metric_history(run_id, PRUNE_METRIC), key=lambda m: m.timestamp):
+    for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.timestamp):
         if m.timestamp < cutoff:
             points.setdefault(m.step, m.value)
     return sorted(points.items())
@@ -63,10 +65,11 @@ def collect(preset: str, overrides: list[str] = ()) -> dict[str, list[TrialRun]]
         if run.data.tags.get("kinsul.role") == "parent":
             continue
         max_steps = int(run.data.params.get("trainer.max_steps", 0))
-        curve = _curve(client, run.info.run_id)
+        run_id = run.info.run_id
         groups.setdefault(run.data.tags.get("strategy", "?"), []).append(
-            TrialRun(run.data.metrics, curve, max_steps)
-        )
+            TrialRun(run.data.metrics, _history(client, run_id, "val/velocity_mse"), max_steps,
+                     _history(client, run_id, "eval/success"))
+        )  # fmt: skip
     return dict(sorted(groups.items()))
 
 

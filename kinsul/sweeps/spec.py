@@ -15,7 +15,7 @@ from kinsul.config.errors import ConfigError, FieldValueError, check_choice, che
 from kinsul.config.loader import load_config, preset_path
 from kinsul.strategies import create
 
-PRUNE_METRIC = "val/action_mse"  # what the pruner compares between trials (lower is better)
+PRUNE_METRIC = "val/velocity_mse"  # what the pruner compares between trials (lower is better; grounded)
 
 
 @dataclass
@@ -66,7 +66,7 @@ class SweepSpec:
     startup_trials: int = 5  # search only: random trials before TPE models the objective
     objective: str = "eval/success"  # trial value: a metric of `kinsul eval`
     direction: str = "maximize"
-    pruner: str = "none"  # none | median: stop a trial whose val/action_mse is worse than the median so far
+    pruner: str = "none"  # none | median: stop a trial whose val/velocity_mse is worse than the median so far
     prune_warmup_steps: int = 0  # no pruning before this training step
     storage: str = "sqlite:///optuna.db"  # any Optuna RDB URL; share it between workers to split the work
     heartbeat_s: int = 30  # a RUNNING trial without a heartbeat for 2x this long is failed on --resume
@@ -84,7 +84,7 @@ class SweepSpec:
         if self.search:
             check_range("n_trials", self.n_trials, 1, 1_000_000)
         if self.pruner != "none" and self.direction != "minimize":
-            # Optuna's pruners rank intermediate values in the study's direction; ours are val/action_mse.
+            # Optuna's pruners rank intermediate values in the study's direction; ours are val/velocity_mse.
             raise FieldValueError("pruner", self.pruner,
                                   f"'none' unless direction is 'minimize' (the pruner compares {PRUNE_METRIC})")  # fmt: skip
 

@@ -82,21 +82,21 @@ class StrategyConfig:
 class TrainerConfig:
     """The Lightning training loop of `kinsul train`."""
 
-    max_steps: int = 600  # optimizer steps
+    max_steps: int = 2500  # optimizer steps (the budget at which control is learned: docs/results.md)
     batch_size: int = 32  # samples per step; co-training fills its vlm_ratio share with VLM samples
     # Strategies with a FAST loss draw robot batches this many at a time and sort them by FAST length, so a batch
     # pads its FAST tokens to near its own length instead of the longest of 24 random ones (transformers'
     # group_by_length); 1 = independent batches.
     length_groups: int = 4
-    lr: float = 5e-4  # peak AdamW learning rate (backbone: times the strategy's backbone_lr_scale)
+    lr: float = 1e-3  # peak AdamW learning rate (backbone: times the strategy's backbone_lr_scale)
     warmup_steps: int = 50  # linear warm-up, then cosine decay
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    val_every: int = 100  # validation (val/action_mse) every this many steps
+    val_every: int = 250  # validation (val/action_mse, val/velocity_mse) every this many steps
     val_frames: int = 256  # held-out frames scored per validation
     # Flow chunks drawn per validation frame: val/velocity_mse scores their mean (the expected chunk)
     val_samples: int = 8
-    checkpoint_every: int = 100  # 'last' checkpoint every this many steps (best is kept on val/action_mse)
+    checkpoint_every: int = 250  # 'last' checkpoint every this many steps (best is kept on val/velocity_mse)
     precision: str = (
         "32-true"  # Lightning precision: 32-true | bf16-mixed (slower on this CPU, see benchmarks)
     )
@@ -109,7 +109,7 @@ class TrainerConfig:
     # speed/steps_to_target: first validation with val/velocity_mse <= this. Calibrated (`kinsul bench
     # calibration`): halfway between an image-free (blind) regressor and the expert's own spread, so reaching it
     # takes grounded control.
-    velocity_mse_target: float = 0.086
+    velocity_mse_target: float = 0.114
     # Training speed as closed-loop success against steps: a fixed small rollout set every curve_every steps
     # (0: off) logs eval/success; speed/steps_to_success is the first point with success >= success_target.
     curve_every: int = 250
@@ -167,9 +167,10 @@ class EvalConfig:
     latency_repeats: int = 10  # timed chunks (after 3 warm-up ones); the median is reported
     videos: int = 2  # rollouts recorded as GIFs per set (seen, held-out), logged as artifacts
     offline_frames: int = 256  # demonstration frames scored for val/action_mse and val/action_mse_heldout
-    # Task families averaged into eval/success (empty: all of world.tasks); the others are still rolled out and
-    # logged per family (eval/success_<family>)
-    headline_tasks: list[str] = field(default_factory=list)
+    # Task families averaged into eval/success (those of world.tasks; empty: all); the others are still rolled
+    # out and logged per family (eval/success_<family>). pick_place is left out: even a policy told the target's
+    # and destination's positions (oracle features) does not learn it at this scale (docs/results.md).
+    headline_tasks: list[str] = field(default_factory=lambda: ["reach", "push"])
 
     def __post_init__(self) -> None:
         check_range("episodes", self.episodes, 1, 1_000_000)

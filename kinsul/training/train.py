@@ -97,7 +97,7 @@ def success_curve(cfg: KinsulConfig, strategy: Strategy, tok, fast) -> list[L.Ca
                          cfg.concepts, tc.curve_every, tc.success_target, cfg.eval.execute_steps, robot_frames,
                          dict(tok=tok, fast=fast, decoding=strategy.decoding, flow_steps=m.flow_steps,
                               max_text_len=m.max_text_len, max_fast_len=m.max_fast_len),
-                         families=list(cfg.eval.headline_tasks) or None)]  # fmt: skip
+                         families=cfg.headline_tasks())]  # fmt: skip
 
 
 def train(
@@ -141,7 +141,7 @@ def train(
             # first: a curve point measured at step N is in the checkpoint saved at step N
             *success_curve(cfg, strategy, tok, fast),
             ModelCheckpoint(
-                dirpath=ckpt_dir, filename="best", monitor="val/action_mse", mode="min", save_top_k=1
+                dirpath=ckpt_dir, filename="best", monitor="val/velocity_mse", mode="min", save_top_k=1
             ),
             LastCheckpoint(ckpt_dir / "last.ckpt", tc.checkpoint_every),
             ExceptionCheckpoint(dirpath=ckpt_dir, filename="last"),
