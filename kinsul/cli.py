@@ -239,6 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from kinsul.models.build import ShapeMismatchError
         from kinsul.models.pretrained import PretrainedVLMNotFound
         from kinsul.strategies.base import StrategyError
+        from kinsul.training.callbacks import CheckpointError
 
         if isinstance(
             e,
@@ -247,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             | ShapeMismatchError
             | PretrainedVLMNotFound
             | StrategyError
+            | CheckpointError
             | FileExistsError
             | FileNotFoundError,
         ):

@@ -132,3 +132,74 @@ def test_a_target_that_is_never_reached_logs_no_speed(micro_root):
     # an untrained micro policy does not reach in 4 steps (the world's own check, not a mock)
     assert metrics["eval/success_reach"] < 1.0 and "speed/steps_to_success" not in metrics
     assert metrics["eval/success"] == metrics["eval/success_reach"]  # the headline is reach alone
+
+
+def test_a_weighted_loss_that_overflows_stops_and_keeps_the_good_checkpoint(micro_root, monkeypatch):
+    """Each term finite, the weighted total not (float32 overflow): stopped before backward, last.ckpt intact."""
+    cfg = micro(
+        micro_root, "strategy.name=naive", "trainer.run_name=overflow", "strategy.loss_weights={fm: 10.0}"
+    )
+    real = module_lib.VLAModule.compute_losses
+
+    def huge(self, robot, vlm):
+        losses = real(self, robot, vlm)
+        if self.global_step == 3:
+            losses["fm"] = losses["fm"] * 0 + 3e38  # finite in float32; times 10 it is not
+        return losses
+
+    monkeypatch.setattr(module_lib.VLAModule, "compute_losses", huge)
+    last = micro_root / "runs" / "overflow" / "checkpoints" / "last.ckpt"
+    with pytest.raises(NonFiniteLossError, match="the weighted loss is inf at step 3"):
+        train(cfg, progress=False)
+    before = last.read_bytes()
+    assert torch.load(last, weights_only=True)["global_step"] == 2
+    monkeypatch.setattr(module_lib.VLAModule, "compute_losses", real)
+    assert last.read_bytes() == before
+
+
+def test_loss_weights_are_checked_at_config_load(micro_root):
+    for bad in ("nan", "-1", "1e39", "inf"):
+        with pytest.raises(ConfigError, match="strategy.loss_weights.fm"):
+            micro(micro_root, f"strategy.loss_weights.fm={bad}")
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, capsys):
+    """torch.load(weights_only=True): the pickle's os.system call never runs; one line names the file."""
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"global_step": 1, "state_dict": Evil()}, ckpt)  # a zip checkpoint, as Lightning writes
+    assert main(["eval", str(ckpt)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "CheckpointError" in err and str(ckpt) in err and len(err.splitlines()) == 1
+    assert not marker.exists()
+
+
+def test_resume_refuses_another_configuration_but_takes_a_new_budget(micro_root):
+    cfg = micro(micro_root, "strategy.name=stop_grad", "trainer.run_name=guarded", "trainer.curve_every=0")
+    run_dir = train(cfg, progress=False)
+    saved = (run_dir / "config.yaml").read_text()
+    other = micro(micro_root, "strategy.name=naive", "trainer.run_name=guarded", "trainer.curve_every=0")
+    with pytest.raises(ConfigError, match=r"'strategy.name'.*stop_grad -> naive"):
+        train(other, resume=True, progress=False)
+    assert (run_dir / "config.yaml").read_text() == saved
+    longer = micro(micro_root, "strategy.name=stop_grad", "trainer.run_name=guarded", "trainer.curve_every=0",
+                   "trainer.max_steps=6")  # fmt: skip
+    train(longer, resume=True, progress=False)
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
+
+
+def test_a_failed_start_leaves_no_run_folder(micro_root):
+    cfg = micro(
+        micro_root, "strategy.name=stop_grad", "trainer.run_name=failed", "model.pretrained_path=/nowhere"
+    )
+    with pytest.raises(Exception, match="nowhere"):
+        train(cfg, progress=False)
+    assert not (micro_root / "runs" / "failed").exists()

@@ -23,6 +23,7 @@ from kinsul.evaluation.rollouts import evaluation_specs, rollout, summarize
 from kinsul.models import pretrained
 from kinsul.models.build import build_vla, check_data_spec
 from kinsul.strategies import create
+from kinsul.training.callbacks import load_checkpoint
 from kinsul.training.pretrain import data_spec, make_tokenizer
 from kinsul.training.train import RUN_ID_FILE, prepare
 
@@ -51,12 +52,12 @@ def run_config(run_dir: Path, overrides: list[str]) -> tuple[KinsulConfig, Kinsu
 
 def evaluate(target: str | Path, overrides: list[str] = (), log: bool = True) -> dict[str, float]:
     run_dir, ckpt = locate(target)
+    checkpoint = load_checkpoint(ckpt)  # before any work: a damaged or crafted file stops here
     trained_cfg, cfg = run_config(run_dir, list(overrides))
     # the checkpoint's model must fit the world it is evaluated in
     check_data_spec(data_spec(trained_cfg), data_spec(cfg), "the evaluation world")
     strategy = create(trained_cfg.strategy.name, trained_cfg.strategy.options)
     vla, tok, fast = prepare(trained_cfg, strategy, progress=False)
-    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
     state = checkpoint["state_dict"]
     vla.load_state_dict({k.removeprefix("vla."): v for k, v in state.items() if k.startswith("vla.")})
     vla.eval()

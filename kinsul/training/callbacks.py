@@ -12,6 +12,25 @@ class NonFiniteLossError(FloatingPointError):
     pass
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read safely (corrupted, truncated, or carrying code)."""
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint as plain tensors, numbers, strings and containers. ``weights_only=True``: unpickling never runs
+    code, so a crafted file is refused instead of executed; a damaged one is named."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint '{path}' cannot be loaded safely ({first[:200]}): expected a "
+                              "checkpoint written by kinsul; delete it to start over") from None  # fmt: skip
+
+
 class LastCheckpoint(L.Callback):
     """'last.ckpt' every ``every`` steps and at max_steps (one file, overwritten in place)."""
 

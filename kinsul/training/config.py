@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,11 @@ class StrategyConfig:
     )
     options: dict[str, Any] = field(default_factory=dict)  # the strategy's own options, e.g. {kv_alpha: 0.1}
     loss_weights: dict[str, float] = field(default_factory=dict)  # override weights of terms it produces
+
+    def __post_init__(self) -> None:
+        for term, w in self.loss_weights.items():
+            if not math.isfinite(w) or not 0 <= w <= 1e6:
+                raise FieldValueError(f"loss_weights.{term}", w, "a finite weight in [0, 1e6]")
 
 
 @dataclass

@@ -85,6 +85,10 @@ class VLAModule(L.LightningModule):
                                          "stopping before it reaches the weights or a checkpoint")  # fmt: skip
             self.log(f"train/loss_{term}", value, prog_bar=True)
         loss = sum(self.weights[k] * v for k, v in losses.items())
+        if not torch.isfinite(loss):  # finite terms can still overflow once weighted
+            raise NonFiniteLossError(f"the weighted loss is {loss.item()} at step {self.global_step} (weights "
+                                     f"{self.weights}, terms { {k: v.item() for k, v in losses.items()} }); "
+                                     "stopping before it reaches the weights or a checkpoint")  # fmt: skip
         self.log("train/loss", loss)
         return loss
 

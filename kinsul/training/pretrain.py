@@ -25,7 +25,7 @@ from kinsul.models import pretrained
 from kinsul.models.build import DataSpec, build_vla
 from kinsul.models.vla import VLA
 from kinsul.tokenizers.text import TextTokenizer
-from kinsul.training.callbacks import ExceptionCheckpoint, LastCheckpoint
+from kinsul.training.callbacks import ExceptionCheckpoint, LastCheckpoint, load_checkpoint
 from kinsul.training.question_stream import QuestionStream, answer_buckets, object_cap
 from kinsul.training.schedule import warmup_cosine
 from kinsul.training.vision_stage import SceneStream, VisionStageModule
@@ -156,7 +156,7 @@ def pretrain_vlm(cfg: KinsulConfig, fresh: bool = False, progress: bool = True) 
     loader = torch.utils.data.DataLoader(train_batches, batch_size=None, num_workers=train_batches.workers)
     trainer.fit(module, train_dataloaders=loader,
                 val_dataloaders=torch.utils.data.DataLoader(ProbeBatches(probe, tok.pad_id), batch_size=None),
-                ckpt_path=str(last) if last.exists() else None)  # fmt: skip
+                ckpt_path=str(last) if last.exists() else None, weights_only=True)  # fmt: skip
     seconds = time.perf_counter() - start
     accuracy = probe_accuracy(vla, probe)
     return save_vlm(vla, tok, cfg, out / "model", accuracy, seconds)
@@ -199,14 +199,14 @@ def vision_stage(vla: VLA, cfg: KinsulConfig, ckpt_dir: Path, progress: bool) ->
     stream.start_step = checkpoint_step(ckpt)
     trainer = _trainer(cfg, ckpt_dir, "vision", cfg.pretrain.vision_steps, progress)
     trainer.fit(VisionStageModule(vla, cfg), train_dataloaders=torch.utils.data.DataLoader(stream, batch_size=None),
-                ckpt_path=str(ckpt) if ckpt.exists() else None)  # fmt: skip
+                ckpt_path=str(ckpt) if ckpt.exists() else None, weights_only=True)  # fmt: skip
 
 
 def checkpoint_step(path: Path) -> int:
     """The global step a Lightning checkpoint resumes from (0 when there is none)."""
     if not path.exists():
         return 0
-    return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+    return int(load_checkpoint(path)["global_step"])
 
 
 def save_vlm(

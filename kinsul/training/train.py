@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 
 from kinsul.bench.record import git_commit
-from kinsul.config.loader import config_hash, save_config
+from kinsul.config.errors import ConfigError
+from kinsul.config.loader import config_hash, load_config, save_config
 from kinsul.config.schema import KinsulConfig
 from kinsul.data import store
 from kinsul.data.fast_cache import fast_tokenizer
@@ -100,6 +102,21 @@ def success_curve(cfg: KinsulConfig, strategy: Strategy, tok, fast) -> list[L.Ca
                          families=cfg.headline_tasks())]  # fmt: skip
 
 
+# What a resumed run may change: its budget and where it runs and logs, never what it trains.
+RESUME_FREE = ("trainer.max_steps", "trainer.threads", "trainer.runs_dir", "tracking.")
+
+
+def check_resume(run_dir: Path, cfg: KinsulConfig) -> None:
+    saved, now = flat_config(load_config(str(run_dir / "config.yaml"))), flat_config(cfg)
+    differ = sorted(k for k in saved.keys() | now.keys()
+                    if saved.get(k) != now.get(k) and not k.startswith(RESUME_FREE))  # fmt: skip
+    if differ:
+        shown = ", ".join(f"{k} ({saved.get(k)} -> {now.get(k)})" for k in differ[:6])
+        raise ConfigError(differ[0], f"run folder '{run_dir}' was trained with another configuration: {shown}"
+                          f"{' ...' if len(differ) > 6 else ''}; resume with its config.yaml, or start a new "
+                          "trainer.run_name")  # fmt: skip
+
+
 def train(
     cfg: KinsulConfig, resume: bool = False, progress: bool = True, callbacks: Sequence[L.Callback] = ()
 ) -> Path:
@@ -114,10 +131,18 @@ def train(
     if run_dir.exists() and not resume and last.exists():
         raise FileExistsError(f"run folder '{run_dir}' already has checkpoints: pass --resume to continue it, "
                               "or choose another trainer.run_name")  # fmt: skip
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    vla, tok, fast = prepare(cfg, strategy, progress)
+    if resume and (run_dir / "config.yaml").is_file():
+        check_resume(run_dir, cfg)
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        vla, tok, fast = prepare(cfg, strategy, progress)
+    except BaseException:
+        if created:  # a failed start leaves no run folder behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     module = VLAModule(vla, strategy, cfg, fast)
     data = KinsulDataModule(cfg, strategy, tok, fast)
     tc = cfg.trainer
@@ -151,5 +176,7 @@ def train(
     )
     resume_from = last if resume and last.exists() else None
     data.start_step = checkpoint_step(resume_from) if resume_from else 0
-    trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
+    trainer.fit(
+        module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None, weights_only=True
+    )
     return run_dir
