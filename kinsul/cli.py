@@ -225,9 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Flags may come before or after the KEY=VALUE overrides (`kinsul sweep paper --resume trainer.threads=1`)."""
+    parser = build_parser()
+    ns, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(ns, "overrides") or any(a.startswith("-") for a in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        ns.overrides = [*ns.overrides, *extra]
+    return ns
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    ns = build_parser().parse_args(argv)
+    ns = parse(argv)
     try:
         ns.fn(ns)
     except ConfigError as e:

@@ -77,3 +77,14 @@ def test_cli_config_prints_and_rejects(capsys):
     assert "image_size: 40" in capsys.readouterr().out
     assert main(["config", "world.image_siz=40"]) == 2
     assert "did you mean 'world.image_size'" in capsys.readouterr().err
+
+
+def test_cli_flags_may_follow_the_overrides():
+    from kinsul.cli import parse
+
+    for argv in (["sweep", "paper", "--resume", "trainer.threads=1", "seed=2"],
+                 ["sweep", "paper", "trainer.threads=1", "--resume", "seed=2"]):  # fmt: skip
+        ns = parse(argv)
+        assert ns.preset == "paper" and ns.resume and ns.overrides == ["trainer.threads=1", "seed=2"]
+    with pytest.raises(SystemExit):
+        parse(["sweep", "paper", "--bogus"])
