@@ -63,7 +63,7 @@ def test_grid_kill_resume_and_report(micro_root, tmp_path, monkeypatch):
     text = report(preset, overrides, tmp_path / "out")
     assert "| naive | 1 |" in text and "| ki | 1 |" in text
     assert (tmp_path / "out" / "report.csv").is_file()
-    for plot in ("learning_curves", "retention", "success", "speed_vs_retention"):
+    for plot in ("learning_curves", "success_curves", "retention", "success", "speed_vs_retention"):
         assert (tmp_path / "out" / f"{plot}.png").stat().st_size > 1000
 
 
@@ -157,3 +157,16 @@ def test_bad_search_space_fails_before_any_trial(micro_root, tmp_path, space, gr
     with pytest.raises(ConfigError, match=error.replace(".", r"\.")):
         run_sweep(write_preset(tmp_path, grid, space), [f"data.root={micro_root / 'data'}"])
     assert not (tmp_path / "runs").exists()
+
+
+def test_report_has_a_row_per_swept_setting_not_only_per_strategy(micro_root, tmp_path):
+    """An alpha grid under one strategy: a row per kv_alpha (not collapsed into 'ki'), seeds averaged in a row."""
+    preset = write_preset(
+        tmp_path, "{strategy.name: [ki], strategy.options.kv_alpha: [0.0, 1.0], seed: [0, 1]}"
+    )
+    overrides = [f"data.root={micro_root / 'data'}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                 f"trainer.runs_dir={tmp_path / 'runs'}", "trainer.max_steps=2", "trainer.curve_every=0"]  # fmt: skip
+    run_sweep(preset, overrides)
+    text = report(preset, overrides)
+    assert "| ki kv_alpha=0.0 | 2 |" in text and "| ki kv_alpha=1.0 | 2 |" in text
+    assert "(n=4)" in text  # pooled success: 2 seeds x 2 headline families (reach, push) x 1 episode

@@ -107,20 +107,24 @@ def success_bars(groups: dict[str, list[TrialRun]], out: Path) -> Path:
 
 
 def speed_vs_retention(groups: dict[str, list[TrialRun]], out: Path) -> Path:
-    """x = steps until closed-loop success first reached trainer.success_target; runs that never reached it sit
-    at their budget as hollow markers (their speed is 'more than max_steps')."""
+    """One point per row (strategy and swept setting): mean +- std over seeds of the steps until closed-loop
+    success first reached trainer.success_target (a seed that never reached it counts at its budget: hollow
+    marker, the speed is 'more than max_steps') against knowledge retention."""
     colours = _colours(list(groups))
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    for strategy, runs in groups.items():
-        for i, run in enumerate(runs):
-            y = run.metrics.get("eval/retention", math.nan)
-            reached = run.metrics.get("speed/steps_to_success")
-            x = reached if reached is not None else run.max_steps
-            ax.scatter([x], [y], s=50, label=strategy if i == 0 else None, edgecolors=colours[strategy],
-                       facecolors=colours[strategy] if reached is not None else "none", linewidths=1.5)  # fmt: skip
-    ax.set_xlabel("steps to target success (hollow: not reached within the budget)")
+    for label, runs in groups.items():
+        xs = [r.metrics.get("speed/steps_to_success", r.max_steps) for r in runs]
+        ys = [r.metrics.get("eval/retention", math.nan) for r in runs]
+        reached = all("speed/steps_to_success" in r.metrics for r in runs)
+        sx = statistics.stdev(xs) if len(xs) > 1 else 0.0
+        ys_ok = [y for y in ys if not math.isnan(y)]
+        y = statistics.fmean(ys_ok) if ys_ok else math.nan
+        sy = statistics.stdev(ys_ok) if len(ys_ok) > 1 else 0.0
+        ax.errorbar([statistics.fmean(xs)], [y], xerr=[sx], yerr=[sy], fmt="o", ms=7, capsize=3,
+                    color=colours[label], mfc=colours[label] if reached else "none", label=label)  # fmt: skip
+    ax.set_xlabel("steps to target success (hollow: some seed did not reach it within the budget)")
     ax.set_ylabel("knowledge retention")
-    ax.set_title("training speed vs knowledge retention (up-left is better)")
+    ax.set_title("training speed vs retention (mean ± std over seeds)")
     ax.legend(fontsize=7, ncol=2)
     return _save(fig, out / "speed_vs_retention.png")
 

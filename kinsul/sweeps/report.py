@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from kinsul.config.loader import load_config
+from kinsul.evaluation.rollouts import wilson
 from kinsul.sweeps.plots import TrialRun, all_plots
 from kinsul.sweeps.run import SWEEP_TAG, storage, study_name
 from kinsul.sweeps.spec import PRUNE_METRIC, SweepSpec, load_sweep
@@ -26,9 +27,9 @@ COLUMNS = [
     ("eval/success_heldout", "success held-out"),
     ("eval/language_following", "language following"),
     ("eval/retention", "retention"),
-    ("speed/chunk_ms_flow", "chunk ms flow"),
-    ("speed/chunk_ms_fast", "chunk ms FAST"),
 ]
+# Chunk latency is not a column: one timing per trial is noise on a shared CPU. `kinsul bench chunk_latency`
+# times both decodings interleaved (docs/benchmarks.md).
 
 
 def _fmt(values: list[float | None]) -> str:
@@ -52,9 +53,26 @@ def _history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, flo
     return sorted(points.items())
 
 
+def _pooled_ci(runs: list[TrialRun]) -> str:
+    """Success over every episode of a row's trials, with its 95 % Wilson interval."""
+    n = sum(r.metrics.get("eval/success_n", 0) for r in runs)
+    if not n:
+        return "–"
+    p = sum(r.metrics.get("eval/success", 0) * r.metrics.get("eval/success_n", 0) for r in runs) / n
+    lo, hi = wilson(p, int(n))
+    return f"{p:.2f} [{lo:.2f}, {hi:.2f}] (n={int(n)})"
+
+
+def group_keys(spec: SweepSpec) -> list[str]:
+    """The swept keys besides strategy and seed: a row per combination (e.g. strategy.options.kv_alpha)."""
+    return [k for k in spec.grid if k not in ("strategy.name", "seed")]
+
+
 def collect(preset: str, overrides: list[str] = ()) -> dict[str, list[TrialRun]]:
-    """Finished child runs of the sweep, grouped by strategy: {strategy: [one TrialRun per seed/trial]}."""
+    """Finished child runs of the sweep, grouped by strategy and every other swept key except the seed:
+    {row label: [one TrialRun per seed/trial]}."""
     cfg = load_config(preset, list(overrides))
+    keys = group_keys(load_sweep(preset, list(overrides)))
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     exp = client.get_experiment_by_name(cfg.tracking.experiment)
     if exp is None:
@@ -66,7 +84,9 @@ def collect(preset: str, overrides: list[str] = ()) -> dict[str, list[TrialRun]]
             continue
         max_steps = int(run.data.params.get("trainer.max_steps", 0))
         run_id = run.info.run_id
-        groups.setdefault(run.data.tags.get("strategy", "?"), []).append(
+        label = " ".join([run.data.tags.get("strategy", "?"),
+                          *(f"{k.rsplit('.', 1)[-1]}={run.data.params.get(k, '–')}" for k in keys)])  # fmt: skip
+        groups.setdefault(label, []).append(
             TrialRun(run.data.metrics, _history(client, run_id, "val/velocity_mse"), max_steps,
                      _history(client, run_id, "eval/success"))
         )  # fmt: skip
@@ -108,8 +128,9 @@ def report(preset: str, overrides: list[str] = (), out_dir: str | Path | None = 
     spec = load_sweep(preset, list(overrides))
     search = spec.kind == "search"
     # a grid averages a strategy over its seeds; a search over its trials (see the trials table for each)
-    header = ["strategy", "trials" if search else "seeds", *(label for _, label in COLUMNS)]
-    rows = [[s, str(len(runs)), *(_fmt([r.metrics.get(key) for r in runs]) for key, _ in COLUMNS)]
+    header = ["strategy", "trials" if search else "seeds", *(label for _, label in COLUMNS),
+              "success pooled, 95% CI"]  # fmt: skip
+    rows = [[s, str(len(runs)), *(_fmt([r.metrics.get(key) for r in runs]) for key, _ in COLUMNS), _pooled_ci(runs)]
             for s, runs in groups.items()]  # fmt: skip
     text = _markdown(header, rows)
     if search:
