@@ -21,8 +21,9 @@ from kinsul.world.config import WorldConfig
 
 
 def curve_specs(tasks: list[str], episodes: int, seed: int) -> list[EpisodeSpec]:
-    """The curve's fixed seed set: ``episodes`` seen-concept episodes per family, disjoint from `kinsul eval`'s
-    seeds (those start at eval.seed; these at eval.seed + 50,000 per family block)."""
+    """The curve's fixed seed set: ``episodes`` seen-concept episodes of each family in ``tasks`` (the headline
+    families: eval/success is their pooled rate), disjoint from `kinsul eval`'s seeds (those start at eval.seed;
+    these at eval.seed + 50,000 within each family's block)."""
     return [
         EpisodeSpec(seed + 100_000 * f + 50_000 + i, task)
         for f, task in enumerate(tasks)
@@ -32,14 +33,10 @@ def curve_specs(tasks: list[str], episodes: int, seed: int) -> list[EpisodeSpec]
 
 class SuccessCurve(L.Callback):
     def __init__(self, specs: list[EpisodeSpec], world: WorldConfig, concepts: ConceptConfig, every: int,
-                 target: float, execute_steps: int, frames_per_step: int, policy_args: dict,
-                 families: list[str] | None = None):  # fmt: skip
+                 target: float, execute_steps: int, frames_per_step: int, policy_args: dict):  # fmt: skip
         self.specs, self.world, self.concepts = specs, world, concepts
         self.every, self.target, self.execute_steps = every, target, execute_steps
         self.frames_per_step, self.policy_args = frames_per_step, policy_args
-        # the families whose mean is the curve's headline (a family no policy learns at this scale, even from
-        # oracle features, is logged but kept out of it: see docs/results.md)
-        self.families = families
         self.reached_at: int | None = None
         self.points: list[tuple[int, float]] = []
         self.train_seconds = 0.0  # training time only: the evaluations themselves are not counted
@@ -75,7 +72,7 @@ class SuccessCurve(L.Callback):
             vla.train(was_training)
             if was_training:
                 pl_module.on_validation_model_train()  # frozen modules back to eval mode
-        rates = summarize({"seen": results}, self.families)
+        rates = summarize({"seen": results})
         success = rates["eval/success"]["value"]
         metrics = {k: r["value"] for k, r in rates.items()}
         self.points.append((step, success))
