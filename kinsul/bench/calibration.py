@@ -4,8 +4,9 @@ An offline target means grounded control only if it lies between two references 
 - **blind**: the best predictor that does not see the image (gripper state + the instruction's words, an MLP
   fitted to the training split). It knows the task family and the named region, never where the target is.
 - **expert**: the demonstrator's own spread. Each validation episode is replayed exactly; from the world state of
-  every frame, ``k`` fresh scripted experts (new style, new noise) each plan a chunk. No policy that sees one frame
-  can beat a fresh expert, so their error against the stored chunk is the floor.
+  every frame, ``k`` scripted experts carry on the motion under way with a new style and new noise, each planning
+  a chunk. One frame shows neither style nor noise, so no policy can beat them: their error against the stored
+  chunk is the floor.
 
 Metrics (velocity channels only where named so; padded steps past an episode's end are ignored):
 - ``action_mse``: one chunk vs the demonstration, all channels (what ``val/action_mse`` logs);
@@ -50,9 +51,8 @@ def replay_states(cfg: KinsulConfig, split: str, episode: int) -> list[tuple[Kin
         expert.reset()
         states, done, info = [], False, {}
         while not done:
-            states.append(
-                copy.deepcopy((env, expert))
-            )  # one deepcopy: the copy's expert drives the copy's env
+            # one deepcopy of both, so the copied expert drives the copied world
+            states.append(copy.deepcopy((env, expert)))
             _, _, terminated, truncated, info = env.step(expert.act())
             done = terminated or truncated
         if info["is_success"]:
@@ -145,7 +145,6 @@ def target_between(blind: float, expert: float, fraction: float = 0.5) -> float:
 def calibration(episodes: int = 50, k: int = 8) -> dict:
     cfg = load_config()
     store.generate(cfg, "robot", progress=False)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     refs = {
         "zeros": zeros_reference(cfg),
         "blind": blind_reference(cfg),
