@@ -56,9 +56,12 @@ def test_grid_kill_resume_and_report(micro_root, tmp_path, monkeypatch):
     runs = client.search_runs([client.get_experiment_by_name("kinsul").experiment_id])
     parent = next(r for r in runs if r.data.tags.get("kinsul.role") == "parent")
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert sorted(r.info.status for r in children) == ["FAILED", "FINISHED", "FINISHED"]
+    # the killed point ran again in its own run folder (named by its values) and MLflow run: no orphan run
+    assert sorted(r.info.run_name for r in children) == ["mini-ki-s0", "mini-naive-s0"]
+    assert [r.info.status for r in children] == ["FINISHED", "FINISHED"]
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
-    assert "KeyboardInterrupt" in next(r for r in children if r.info.status == "FAILED").data.tags["error"]
+    resumed = next(r for r in children if r.data.tags.get("kinsul.resumed"))
+    assert "KeyboardInterrupt" in resumed.data.tags["previous_error"] and "error" not in resumed.data.tags
 
     text = report(preset, overrides, tmp_path / "out")
     assert "| naive | 1 |" in text and "| ki | 1 |" in text

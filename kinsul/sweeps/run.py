@@ -111,6 +111,18 @@ def run_sweep(preset: str, overrides: list[str] = (), resume: bool = False) -> o
     return study
 
 
+def child_name(sweep: str, params: dict[str, Any], number: int, by_values: bool) -> str:
+    """A trial's run name: a grid point's by its values (strategy, other swept values, seed: `paper-ki-s0`,
+    `continuum_alpha-ki-kv_alpha0.1-s2`), stable across resumes; a search's by its trial number."""
+    if not by_values:
+        return f"{sweep}-t{number:03d}"
+    parts = [str(params["strategy.name"])] if "strategy.name" in params else []
+    parts += [f"{k.rsplit('.', 1)[-1]}{v}" for k, v in params.items() if k not in ("strategy.name", "seed")]
+    if "seed" in params:
+        parts.append(f"s{params['seed']}")
+    return "-".join([sweep, *parts]).replace("/", "_")
+
+
 class Objective:
     """One trial: `kinsul train` with the trial's values as overrides, then `kinsul eval` of its best checkpoint."""
 
@@ -125,7 +137,7 @@ class Objective:
         from kinsul.training.train import RUN_ID_FILE, train
 
         params = self.spec.suggest(trial)
-        run = f"{self.name}-t{trial.number:03d}"
+        run = child_name(self.name, params, trial.number, self.spec.kind == "grid")
         cfg = load_config(self.preset, [*self.overrides, *(f"{k}={v}" for k, v in params.items()),
                                         f"trainer.run_name={run}", f"tracking.parent_run_id={self.parent}"])  # fmt: skip
         trial.set_user_attr("strategy", cfg.strategy.name)
@@ -134,16 +146,19 @@ class Objective:
         id_file = run_dir / RUN_ID_FILE
         reporter = TrialReport(trial)
         run_id = None  # the child run's MLflow id, once training has written it
+        # A grid point's run folder is named by its values, so a point requeued after its worker died (a killed
+        # session) continues that run from its last checkpoint, in the same MLflow child run.
+        resumed = (run_dir / "checkpoints" / "last.ckpt").is_file()
         try:
             try:
-                train(cfg, progress=False, callbacks=[reporter])
+                train(cfg, resume=resumed, progress=False, callbacks=[reporter])
                 metrics = (
                     evaluate_lib.evaluate(run_dir)[0] if self.spec.evaluate else {PRUNE_METRIC: reporter.last}
                 )
             finally:
                 run_id = id_file.read_text().strip() if id_file.exists() else None
                 if run_id:
-                    self._tag_child(run_id, trial, params)
+                    self._tag_child(run_id, trial, params, resumed)
         except optuna.TrialPruned as e:
             if run_id:
                 self.client.set_tag(run_id, "pruned", str(e))
@@ -161,8 +176,14 @@ class Objective:
                            f"available: {sorted(metrics)}")  # fmt: skip
         return metrics[self.spec.objective]  # NaN: Optuna marks the trial FAIL
 
-    def _tag_child(self, run_id: str, trial: optuna.Trial, params: dict[str, Any]) -> None:
+    def _tag_child(self, run_id: str, trial: optuna.Trial, params: dict[str, Any], resumed: bool) -> None:
         trial.set_user_attr("mlflow_run_id", run_id)
+        if resumed:  # the earlier attempt's failure is history now: keep it under another name
+            run = self.client.get_run(run_id)
+            if "error" in run.data.tags:
+                self.client.set_tag(run_id, "previous_error", run.data.tags["error"])
+                self.client.delete_tag(run_id, "error")
+            self.client.set_tag(run_id, "kinsul.resumed", "true")
         self.client.set_tag(run_id, SWEEP_TAG, self.name)
         self.client.set_tag(run_id, "kinsul.trial", str(trial.number))
         for key, value in params.items():
