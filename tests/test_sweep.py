@@ -13,6 +13,7 @@ from kinsul.evaluation import evaluate as evaluate_lib
 from kinsul.sweeps.pruning import TrialReport
 from kinsul.sweeps.report import report
 from kinsul.sweeps.run import run_sweep
+from kinsul.sweeps.run import storage as storage_for
 from kinsul.training import train as train_lib
 
 
@@ -173,3 +174,35 @@ def test_report_has_a_row_per_swept_setting_not_only_per_strategy(micro_root, tm
     text = report(preset, overrides)
     assert "| ki kv_alpha=0.0 | 2 |" in text and "| ki kv_alpha=1.0 | 2 |" in text
     assert "(n=4)" in text  # pooled success: 2 seeds x 2 headline families (reach, push) x 1 episode
+
+
+def test_resume_marks_the_child_run_of_a_dead_worker_killed(tmp_path):
+    """A worker killed outright (no handler ran) leaves its Optuna trial RUNNING and its MLflow child RUNNING;
+    --resume fails the trial (no heartbeat) and marks the child run KILLED, naming why."""
+    import time
+
+    from kinsul.sweeps.run import _mark_killed, _requeue, child_name
+    from kinsul.sweeps.spec import SweepSpec
+
+    spec = SweepSpec(grid={"strategy.name": ["naive"], "seed": [0]}, storage=f"sqlite:///{tmp_path}/o.db",
+                     heartbeat_s=1)  # fmt: skip
+    store = storage_for(spec)
+    study = optuna.create_study(study_name="mini", storage=store)
+    trial = study.ask()
+    store.record_heartbeat(trial._trial_id)  # what a live worker's optimize() does every heartbeat_s
+    trial.suggest_categorical("strategy.name", ["naive"])
+    trial.suggest_categorical("seed", [0])
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = client.create_run(client.create_experiment("kinsul")).info.run_id
+    run_dir = (
+        tmp_path / "runs" / child_name("mini", {"strategy.name": "naive", "seed": 0}, trial.number, True)
+    )
+    run_dir.mkdir(parents=True)
+    (run_dir / "mlflow_run_id").write_text(run_id)
+    time.sleep(2.5)  # past the grace period (2 x heartbeat_s) with no heartbeat: the worker is dead
+    _requeue(study, spec)
+    _mark_killed(client, study, "mini", tmp_path / "runs", by_values=True)
+    run = client.get_run(run_id)
+    assert run.info.status == "KILLED" and "worker died" in run.data.tags["error"]
+    assert study.trials[0].state == TrialState.FAIL
+    assert [t.state for t in study.trials[1:]] == [TrialState.WAITING]  # the point is queued again

@@ -53,6 +53,29 @@ def finished(study: optuna.Study, spec: SweepSpec) -> bool:
     return all(p in done_points for p in spec.points())
 
 
+def _mark_killed(
+    client: MlflowClient, study: optuna.Study, name: str, runs_dir: Path, by_values: bool
+) -> None:
+    """A worker that died (SIGKILL, a stopped session) left its trial's MLflow child run RUNNING: mark it KILLED
+    with the reason, so the UI does not show it as live. Its run folder holds the run's id."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        # by its values, or by trial number (the names sweeps used before grid runs were named by values)
+        names = {child_name(name, t.params, t.number, by_values), f"{name}-t{t.number:03d}"}
+        id_files = [
+            runs_dir / n / "mlflow_run_id"
+            for n in sorted(names)
+            if (runs_dir / n / "mlflow_run_id").is_file()
+        ]
+        if not id_files:
+            continue
+        run_id = id_files[0].read_text().strip()
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_tag(
+                run_id, "error", f"its sweep worker died (Optuna trial {t.number} had no heartbeat)"
+            )
+            client.set_terminated(run_id, "KILLED")
+
+
 def _requeue(study: optuna.Study, spec: SweepSpec) -> None:
     """Resume: fail the trials of dead workers, then queue what is missing. A grid queues every point that is
     neither done, running nor queued (the grid sampler counts failed points as visited); a search queues the
@@ -91,6 +114,7 @@ def run_sweep(preset: str, overrides: list[str] = (), resume: bool = False) -> o
         raise FileExistsError(f"study '{name}' in {spec.storage} is unfinished: pass --resume to finish it")
     if resume:
         _requeue(study, spec)
+        _mark_killed(client, study, name, Path(base.trainer.runs_dir), spec.kind == "grid")
     objective = Objective(preset, overrides, spec, name, parent, client)
     if spec.kind == "grid":
         # A fresh grid runs every point; resumed workers pop the shared queue until it is empty.
