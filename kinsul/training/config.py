@@ -119,7 +119,7 @@ class TrainerConfig:
     # Training speed as closed-loop success against steps: a fixed small rollout set every curve_every steps
     # (0: off) logs eval/success; speed/steps_to_success is the first point with success >= success_target.
     curve_every: int = 250
-    curve_episodes: int = 4  # seen-concept episodes per task family in the curve's fixed seed set
+    curve_episodes: int = 4  # seen-concept episodes per headline family in the curve's fixed seed set
     success_target: float = 0.5
 
     def __post_init__(self) -> None:
