@@ -126,6 +126,8 @@ def test_bad_strategy_inputs_fail_clearly(setup):
         validate(object(), "plugin 'x'")
     with pytest.raises(ConfigError, match="options.alpha"):
         create("naive", {"alpha": 0.5})
+    with pytest.raises(StrategyError, match="decoding 'fast' needs the 'fast' loss"):
+        create("naive", {"decoding": "fast"})
 
 
 def test_vlm_data_takes_its_share_of_a_fixed_batch():
@@ -138,3 +140,29 @@ def test_vlm_data_takes_its_share_of_a_fixed_batch():
         split_batch(1, 0.25)
     with pytest.raises(ConfigError, match="vlm_ratio"):
         create("ki", {"vlm_ratio": 1.0})
+
+
+def test_strategy_options_are_checked_when_the_config_loads():
+    """Before any work, and naming the real key: strategy.options.<name>."""
+    with pytest.raises(ConfigError, match=r"'strategy.options.kv_alpha': got 5"):
+        load_config(None, ["strategy.options.kv_alpha=5"])
+    with pytest.raises(ConfigError, match=r"'strategy.options.bogus'"):
+        load_config(None, ["strategy.options.kv_alpha=0.5", "strategy.options.bogus=1"])
+    assert load_config(None, ["strategy.options.kv_alpha=0.5"]).strategy.options == {"kv_alpha": 0.5}
+
+
+def test_a_plugin_factory_that_raises_is_named_not_a_traceback(monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    from kinsul.strategies import registry
+
+    def broken(options):
+        raise ZeroDivisionError("division by zero in the plugin")
+
+    monkeypatch.setattr(
+        registry, "available", lambda: {"broken": EntryPoint("broken", "x:broken", registry.GROUP)}
+    )
+    monkeypatch.setattr(EntryPoint, "load", lambda self: broken)
+    with pytest.raises(StrategyError, match=r"strategy 'broken' \(entry point x:broken\) failed to build.*"
+                                            r"ZeroDivisionError: division by zero in the plugin"):  # fmt: skip
+        create("broken")

@@ -26,6 +26,9 @@ class KinsulConfig:
     seed: int = 0  # global seed for everything that is not data generation
 
     def __post_init__(self) -> None:
+        from kinsul.strategies import create  # the strategy and its options, checked when the config loads
+
+        create(self.strategy.name, self.strategy.options)
         if not self.headline_tasks():
             raise FieldValueError("eval.headline_tasks", self.eval.headline_tasks,
                                   f"at least one task family of world.tasks {list(self.world.tasks)}")  # fmt: skip

@@ -66,6 +66,9 @@ def validate(strategy: object, source: str) -> Strategy:
                             f"{list(LOSS_TERMS)}")  # fmt: skip
     if strategy.decoding not in DECODINGS:
         raise StrategyError(f"{source}: decoding '{strategy.decoding}' must be one of {list(DECODINGS)}")
+    if strategy.decoding == "fast" and "fast" not in strategy.loss_weights:
+        raise StrategyError(f"{source}: decoding 'fast' needs the 'fast' loss (nothing would train the backbone to "
+                            "emit FAST tokens); set decoding: flow or add the FAST loss")  # fmt: skip
     if strategy.decoding == "flow" and not strategy.needs_expert:
         raise StrategyError(f"{source}: flow decoding needs the action expert")
     if "fm" in strategy.loss_weights and not strategy.needs_expert:

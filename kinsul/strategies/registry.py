@@ -30,5 +30,9 @@ def create(name: str, options: dict[str, Any] | None = None) -> Strategy:
     try:
         strategy = factory(dict(options or {}))
     except FieldValueError as e:
-        raise ConfigError(f"strategy.{e.field}", f"got {e.value!r}, expected {e.expected}") from None
+        key = e.field.removeprefix("options.")  # every factory argument is one of strategy.options
+        raise ConfigError(f"strategy.options.{key}", f"got {e.value!r}, expected {e.expected}") from None
+    except Exception as e:  # a plugin's own bug: name the plugin and where it lives, not a traceback
+        raise StrategyError(f"{source} failed to build with options {dict(options or {})}: "
+                            f"{type(e).__name__}: {e}") from e  # fmt: skip
     return validate(strategy, source)
