@@ -88,3 +88,10 @@ def test_cli_flags_may_follow_the_overrides():
         assert ns.preset == "paper" and ns.resume and ns.overrides == ["trainer.threads=1", "seed=2"]
     with pytest.raises(SystemExit):
         parse(["sweep", "paper", "--bogus"])
+
+
+def test_a_tracking_uri_mlflow_would_refuse_fails_at_load():
+    for bad in ("file:///tmp/mlruns", "./mlruns", "mlruns"):
+        with pytest.raises(ConfigError, match="'tracking.uri'"):
+            load_config(None, [f"tracking.uri={bad}"])
+    assert load_config(None, ["tracking.uri=http://127.0.0.1:5000"]).tracking.uri.startswith("http")

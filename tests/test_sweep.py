@@ -206,3 +206,12 @@ def test_resume_marks_the_child_run_of_a_dead_worker_killed(tmp_path):
     assert run.info.status == "KILLED" and "worker died" in run.data.tags["error"]
     assert study.trials[0].state == TrialState.FAIL
     assert [t.state for t in study.trials[1:]] == [TrialState.WAITING]  # the point is queued again
+
+
+def test_report_of_a_sweep_that_never_ran_says_so_and_creates_nothing(tmp_path, monkeypatch, capsys):
+    from kinsul.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "quick"]) == 2
+    assert "sweep 'quick' has no finished trials" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # no empty MLflow or Optuna store left behind

@@ -73,6 +73,9 @@ def collect(preset: str, overrides: list[str] = ()) -> dict[str, list[TrialRun]]
     {row label: [one TrialRun per seed/trial]}."""
     cfg = load_config(preset, list(overrides))
     keys = group_keys(load_sweep(preset, list(overrides)))
+    db = cfg.tracking.uri.removeprefix("sqlite:///")
+    if db != cfg.tracking.uri and not Path(db).is_file():  # reading must not create an empty store
+        return {}
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     exp = client.get_experiment_by_name(cfg.tracking.experiment)
     if exp is None:
@@ -126,6 +129,10 @@ def report(preset: str, overrides: list[str] = (), out_dir: str | Path | None = 
     """The comparison table (returned); with ``out_dir`` also report.md/.csv and the PNG plots there."""
     groups = collect(preset, overrides)
     spec = load_sweep(preset, list(overrides))
+    if not groups:
+        uri = load_config(preset, list(overrides)).tracking.uri
+        raise FileNotFoundError(f"sweep '{study_name(preset)}' has no finished trials in {uri}: run `kinsul sweep "
+                                f"{preset}` first, from the folder that holds its stores")  # fmt: skip
     search = spec.kind == "search"
     # a grid averages a strategy over its seeds; a search over its trials (see the trials table for each)
     header = ["strategy", "trials" if search else "seeds", *(label for _, label in COLUMNS),

@@ -143,6 +143,9 @@ class TrainerConfig:
         check_choice("distributed", self.distributed, ["auto", "ddp", "fsdp"])
 
 
+TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+
+
 @dataclass
 class TrackingConfig:
     """MLflow tracking (Lightning's MLFlowLogger)."""
@@ -151,6 +154,12 @@ class TrackingConfig:
     experiment: str = "kinsul"
     enabled: bool = True
     parent_run_id: str = ""  # set by sweeps: each trial's run is a child of the sweep's run
+
+    def __post_init__(self) -> None:
+        scheme = self.uri.split(":", 1)[0] if "://" in self.uri else ""
+        if scheme not in TRACKING_SCHEMES:
+            raise FieldValueError("uri", self.uri, "sqlite:///<file>.db or an MLflow server URL (http(s)://...; "
+                                  "MLflow 3 refuses a plain ./mlruns file store)")  # fmt: skip
 
     def artifact_location(self) -> str | None:
         """Where a new experiment keeps its artifacts: beside a sqlite store (MLflow would otherwise use
