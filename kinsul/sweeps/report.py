@@ -68,18 +68,20 @@ def group_keys(spec: SweepSpec) -> list[str]:
     return [k for k in spec.grid if k not in ("strategy.name", "seed")]
 
 
-def collect(preset: str, overrides: list[str] = ()) -> dict[str, list[TrialRun]]:
+def collect(preset: str, overrides: list[str], spec: SweepSpec) -> dict[str, list[TrialRun]]:
     """Finished child runs of the sweep, grouped by strategy and every other swept key except the seed:
-    {row label: [one TrialRun per seed/trial]}."""
+    {row label: [one TrialRun per seed/trial]}. A sweep with none fails, saying so."""
     cfg = load_config(preset, list(overrides))
-    keys = group_keys(load_sweep(preset, list(overrides)))
+    keys = group_keys(spec)
+    missing = FileNotFoundError(f"sweep '{study_name(preset)}' has no finished trials in {cfg.tracking.uri}: run "
+                                f"`kinsul sweep {preset}` first, from the folder that holds its stores")  # fmt: skip
     db = cfg.tracking.uri.removeprefix("sqlite:///")
     if db != cfg.tracking.uri and not Path(db).is_file():  # reading must not create an empty store
-        return {}
+        raise missing
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     exp = client.get_experiment_by_name(cfg.tracking.experiment)
     if exp is None:
-        return {}
+        raise missing
     query = f"tags.`{SWEEP_TAG}` = '{study_name(preset)}' and attributes.status = 'FINISHED'"
     groups: dict[str, list[TrialRun]] = {}
     for run in client.search_runs([exp.experiment_id], query, max_results=10_000):
@@ -93,6 +95,8 @@ def collect(preset: str, overrides: list[str] = ()) -> dict[str, list[TrialRun]]
             TrialRun(run.data.metrics, _history(client, run_id, "val/velocity_mse"), max_steps,
                      _history(client, run_id, "eval/success"))
         )  # fmt: skip
+    if not groups:
+        raise missing
     return dict(sorted(groups.items()))
 
 
@@ -127,12 +131,8 @@ def trials_table(spec: SweepSpec, preset: str) -> str:
 
 def report(preset: str, overrides: list[str] = (), out_dir: str | Path | None = None) -> str:
     """The comparison table (returned); with ``out_dir`` also report.md/.csv and the PNG plots there."""
-    groups = collect(preset, overrides)
     spec = load_sweep(preset, list(overrides))
-    if not groups:
-        uri = load_config(preset, list(overrides)).tracking.uri
-        raise FileNotFoundError(f"sweep '{study_name(preset)}' has no finished trials in {uri}: run `kinsul sweep "
-                                f"{preset}` first, from the folder that holds its stores")  # fmt: skip
+    groups = collect(preset, overrides, spec)
     search = spec.kind == "search"
     # a grid averages a strategy over its seeds; a search over its trials (see the trials table for each)
     header = ["strategy", "trials" if search else "seeds", *(label for _, label in COLUMNS),
@@ -148,6 +148,5 @@ def report(preset: str, overrides: list[str] = (), out_dir: str | Path | None = 
         (out / "report.md").write_text(text + "\n")
         with open(out / "report.csv", "w", newline="") as f:
             csv.writer(f).writerows([header, *rows])
-        if groups:
-            all_plots(groups, out)
+        all_plots(groups, out)
     return text

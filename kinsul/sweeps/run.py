@@ -59,8 +59,8 @@ def _mark_killed(
     """A worker that died (SIGKILL, a stopped session) left its trial's MLflow child run RUNNING: mark it KILLED
     with the reason, so the UI does not show it as live. Its run folder holds the run's id."""
     for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        # by its values, or by trial number (the names sweeps used before grid runs were named by values)
-        names = {child_name(name, t.params, t.number, by_values), f"{name}-t{t.number:03d}"}
+        # by its values, or by trial number (how sweeps named grid runs before they were named by values)
+        names = {child_name(name, t.params, t.number, by_values), child_name(name, t.params, t.number, False)}
         id_files = [
             runs_dir / n / "mlflow_run_id"
             for n in sorted(names)
