@@ -7,7 +7,7 @@ nox.options.sessions = ["lint", "tests"]
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    session.install("-e", ".[dev]", "-e", "tests/plugins/kinsul_gradscale")  # the example strategy plugin
+    session.install("-e", ".[dev]", "-e", "tests/plugins/kinsul_anchor")  # the example strategy plugin
     session.run("pytest", *session.posargs)
 
 

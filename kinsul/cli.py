@@ -97,6 +97,7 @@ def cmd_sweep(ns: argparse.Namespace) -> None:
     from kinsul.config import load_config
     from kinsul.sweeps.report import report
     from kinsul.sweeps.run import run_sweep, study_name
+    from kinsul.sweeps.spec import split_overrides
 
     study = run_sweep(ns.preset, ns.overrides, resume=ns.resume)
     states = [t.state.name for t in study.trials]
@@ -104,15 +105,20 @@ def cmd_sweep(ns: argparse.Namespace) -> None:
         f"\nsweep '{study.study_name}': "
         + ", ".join(f"{states.count(s)} {s.lower()}" for s in sorted(set(states)))
     )
-    cfg = load_config(ns.preset, ns.overrides)
+    cfg = load_config(ns.preset, split_overrides(ns.overrides)[0])
     out = Path("sweeps") / study_name(ns.preset)
-    print(report(ns.preset, ns.overrides, out))
+    table = report(ns.preset, ns.overrides, out)
+    print(table)
     if cfg.tracking.enabled:
-        from mlflow.tracking import MlflowClient
+        from kinsul import tracking
 
-        client = MlflowClient(tracking_uri=cfg.tracking.uri)
+        client = tracking.client(cfg.tracking.uri)
+        parent = study.user_attrs["mlflow_parent_run_id"]
+        client.set_tag(
+            parent, "mlflow.note.content", f"Sweep `{study.study_name}` report\n\n{table}"
+        )  # its description
         for path in sorted(out.glob("*.*")):  # the table and the plots, beside the trials in the MLflow UI
-            client.log_artifact(study.user_attrs["mlflow_parent_run_id"], str(path))
+            client.log_artifact(parent, str(path))
     print(
         f"\nreport: {out}/report.md and plots in {out}/  |  browse the runs: kinsul ui  (MLflow at {cfg.tracking.uri})"
     )
@@ -126,14 +132,45 @@ def cmd_report(ns: argparse.Namespace) -> None:
 
 
 def cmd_ui(ns: argparse.Namespace) -> None:
+    """The MLflow UI on the run store. Its server and workers run in their own process group, which is stopped
+    as a whole on Ctrl-C or SIGTERM: no orphaned server keeps the port."""
+    import signal
+    import socket
     import subprocess
 
     cfg = _config(ns.overrides)
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", ns.port))
+        except OSError as e:
+            raise ConfigError("--port", f"port {ns.port} on 127.0.0.1 is in use ({e.strerror}): stop what holds "
+                              "it or pass another, e.g. --port 5001") from None  # fmt: skip
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
     print(f"MLflow UI for {cfg.tracking.uri}: http://127.0.0.1:{ns.port}  (Ctrl-C stops it)", flush=True)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", cfg.tracking.uri, "--host", "127.0.0.1",
            "--port", str(ns.port)]  # fmt: skip
-    subprocess.run(cmd, env=env, check=False)
+    server = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    code = 0
+    try:
+        code = server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:  # the whole group: the server's workers outlive their parent otherwise
+        try:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+    if code:
+        raise SystemExit(f"kinsul ui: the MLflow server exited with code {code}")
 
 
 def cmd_bench(ns: argparse.Namespace) -> None:
@@ -236,8 +273,28 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return ns
 
 
+def quiet_libraries() -> None:
+    """What a user reads is kinsul's progress bars and tables: the libraries' notices that ask nothing of the user
+    (Lightning's tips and device lines, its checkpoint-format info, deprecations inside Lightning, the frozen
+    backbone in eval mode that a strategy chose) are turned off; their warnings that do concern a run stay."""
+    import logging
+    import warnings
+
+    # child loggers: Lightning resets the level of its package logger when it is imported, later than this
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.trainer.connectors.checkpoint_connector",
+                 "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.seed",
+                 "lightning.fabric.utilities.rank_zero", "lightning.pytorch.callbacks.model_summary"):  # fmt: skip
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in (r".*isinstance\(treespec, LeafSpec\)", r"Found \d+ module\(s\) in eval mode",
+                    r"Checkpoint directory .* exists and is not empty", r".*does not have many workers",
+                    r".*`weights_only` was not set", r".*was called without a model",
+                    r".*is set, but there is no last checkpoint available"):  # fmt: skip
+        warnings.filterwarnings("ignore", message=message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    quiet_libraries()
     ns = parse(argv)
     try:
         ns.fn(ns)
@@ -245,6 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kinsul: configuration error: {e}", file=sys.stderr)
         return 2
     except Exception as e:
+        from kinsul.data.batch import BatchShapeError
         from kinsul.data.store import DatasetError
         from kinsul.models.backbone import BackboneError
         from kinsul.models.build import ShapeMismatchError
@@ -261,9 +319,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             | StrategyError
             | CheckpointError
             | FileExistsError
-            | FileNotFoundError,
+            | FileNotFoundError
+            | BatchShapeError,
         ):
             print(f"kinsul: {type(e).__name__}: {e}", file=sys.stderr)
+            return 2
+        if isinstance(e, OSError) and e.filename:  # a folder that cannot be written, a full disk: one line
+            print(f"kinsul: cannot use '{e.filename}': {e.strerror}", file=sys.stderr)
             return 2
         raise
     return 0

@@ -6,6 +6,15 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from kinsul.config import KinsulConfig, load_config  # noqa: E402
 
+# Tests that generate data, train, or start processes: `pytest -m "not integration"` leaves them out.
+INTEGRATION_FIXTURES = {"micro_data", "micro_root", "micro_cfg"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
 
 @pytest.fixture
 def micro_cfg(tmp_path) -> KinsulConfig:

@@ -95,3 +95,20 @@ def test_a_tracking_uri_mlflow_would_refuse_fails_at_load():
         with pytest.raises(ConfigError, match="'tracking.uri'"):
             load_config(None, [f"tracking.uri={bad}"])
     assert load_config(None, ["tracking.uri=http://127.0.0.1:5000"]).tracking.uri.startswith("http")
+
+
+@pytest.mark.integration
+def test_presets_ship_inside_the_wheel(tmp_path):
+    """`pip install .` (not editable) must find the presets: they are package data (kinsul/presets -> ablations/)."""
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", str(repo), "--no-deps", "--no-build-isolation",
+                          "-q", "-w", str(tmp_path)], capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    names = zipfile.ZipFile(next(tmp_path.glob("kinsul-*.whl"))).namelist()
+    shipped = {Path(n).stem for n in names if n.startswith("kinsul/presets/") and n.endswith(".yaml")}
+    assert {p.stem for p in (repo / "ablations").glob("*.yaml")} == shipped

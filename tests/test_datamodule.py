@@ -33,19 +33,19 @@ def test_length_groups_cut_fast_padding_and_keep_the_stream_resumable():
     robot = robot_tensors()
     plain = MixedBatches(robot, None, 16, 0.0, seed=3, pad_id=PAD)
     grouped = MixedBatches(robot, None, 16, 0.0, seed=3, pad_id=PAD, length_groups=4)
-    width = {name: [b.fast_ids.shape[1] for b, _ in itertools.islice(iter(s), 40)]
+    width = {name: [b.robot.fast_ids.shape[1] for b in itertools.islice(iter(s), 40)]
              for name, s in (("plain", plain), ("grouped", grouped))}  # fmt: skip
     assert sum(width["grouped"]) < 0.85 * sum(width["plain"])
     # A group's four batches are the 64 frames it drew, each batch a contiguous run of FAST lengths.
-    first = [b for b, _ in itertools.islice(iter(grouped), 4)]
+    first = [b.robot for b in itertools.islice(iter(grouped), 4)]
     lengths = [sorted((b.fast_ids != PAD).sum(1).tolist()) for b in first]
     runs = sorted(lengths)
     assert all(a[-1] <= b[0] for a, b in itertools.pairwise(runs))
     # Batch k is a pure function of (seed, k): a stream resumed at step 6 continues exactly.
     resumed = MixedBatches(robot, None, 16, 0.0, seed=3, pad_id=PAD, length_groups=4)
     resumed.start_step = 6
-    expected = [frame_ids(b) for b, _ in itertools.islice(iter(grouped), 6, 10)]
-    assert [frame_ids(b) for b, _ in itertools.islice(iter(resumed), 4)] == expected
+    expected = [frame_ids(b.robot) for b in itertools.islice(iter(grouped), 6, 10)]
+    assert [frame_ids(b.robot) for b in itertools.islice(iter(resumed), 4)] == expected
 
 
 def test_length_groups_below_one_is_a_config_error():

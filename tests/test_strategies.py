@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from kinsul.config import ConfigError, load_config
-from kinsul.data.batch import Observation
-from kinsul.data.tensors import RobotBatch
+from kinsul.data.batch import Observation, RobotBatch, TrainBatch, VLMBatch
 from kinsul.models.build import build_vla
 from kinsul.strategies import StrategyError, available, create
 from kinsul.strategies.base import validate
@@ -13,7 +12,8 @@ from kinsul.tokenizers.fast import FastTokenizer
 from kinsul.training.module import VLAModule, check_groups, resolve_loss_weights
 from kinsul.training.pretrain import data_spec, make_tokenizer
 
-BUILTINS = ["naive", "frozen", "stop_grad", "fast_joint", "vlm_cotrain", "ki_no_vlm", "ki", "pi0_fast"]
+BUILTINS = ["naive", "frozen", "stop_grad", "fast_joint", "vlm_cotrain", "ki_no_vlm", "ki", "pi0_fast", "grad_scale",
+            "delayed_unfreeze"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def setup():
                        f.ids, f.mask)  # fmt: skip
     q = tok.batch([[tok.bos_id, *tok.encode("what colour is the square")]] * B)
     a = tok.batch([[tok.sep_id, tok.vocab["red"], tok.eos_id]] * B)
-    vlm = (Observation(obs.images, torch.zeros(B, 0), q.ids, q.mask), a.ids, a.mask)
+    vlm = VLMBatch(Observation(obs.images, torch.zeros(B, 0), q.ids, q.mask), a.ids, a.mask)
     return cfg, tok, fast, robot, vlm
 
 
@@ -50,7 +50,7 @@ def grads_from(module, setup, terms):
     *_, robot, vlm = setup
     module.zero_grad(set_to_none=True)
     module.weights = {t: w for t, w in module.weights.items() if t in terms}
-    losses = module.compute_losses(robot, vlm)
+    losses = module.compute_losses(TrainBatch(robot, vlm))
     sum(losses.values()).backward()
 
     def touched(m):
@@ -105,7 +105,7 @@ def test_trainable_parameter_counts(setup):
     n_backbone = sum(p.numel() for p in vla.backbone.parameters())
     n_expert = sum(p.numel() for p in vla.expert.parameters())
     assert counts["frozen"] == counts["stop_grad"] == n_expert
-    for name in ("naive", "fast_joint", "vlm_cotrain", "ki_no_vlm", "ki"):
+    for name in ("naive", "fast_joint", "vlm_cotrain", "ki_no_vlm", "ki", "grad_scale"):
         assert counts[name] == n_backbone + n_expert, name
     assert counts["pi0_fast"] == n_backbone
 
@@ -166,3 +166,82 @@ def test_a_plugin_factory_that_raises_is_named_not_a_traceback(monkeypatch):
     with pytest.raises(StrategyError, match=r"strategy 'broken' \(entry point x:broken\) failed to build.*"
                                             r"ZeroDivisionError: division by zero in the plugin"):  # fmt: skip
         create("broken")
+
+
+def test_the_example_plugin_registers_a_strategy_and_its_own_loss_term():
+    from kinsul.strategies import losses
+
+    assert available()["anchored"].value == "kinsul_anchor:Anchored.from_options"
+    assert {"fm", "fast", "vlm", "anchor"} <= set(losses.available())
+    assert create("anchored").loss_weights == {"fm": 1.0, "anchor": 1.0}
+
+
+def test_anchor_term_is_zero_at_the_pretrained_weights_and_pulls_the_backbone_back(setup):
+    """The plugin's own term: no gradient while the backbone equals its pretrained copy; once the backbone has
+    moved, the anchor's gradient reaches the backbone and only the backbone."""
+    module = module_for("anchored", setup)
+    *_, robot, vlm = setup
+    ctx_losses = module.compute_losses(TrainBatch(robot))
+    assert ctx_losses["anchor"].item() == 0.0
+    with torch.no_grad():
+        module.vla.lm.layers[0].mlp.up_proj.weight.add_(0.05)
+    assert grads_from(module, setup, {"anchor"}) == (True, False)
+
+
+def test_delayed_unfreeze_switches_the_backbone_on_at_its_step(setup):
+    module = module_for("delayed_unfreeze", setup, unfreeze_at=5)
+    check_groups(module.vla, module.groups)  # the backbone group exists from the start, switched off
+    for step, backbone_trains in ((0, False), (4, False), (5, True), (9, True)):
+        module.strategy.on_step(step, module.control)
+        weights = dict(module.weights)
+        assert grads_from(module, setup, {"fm"}) == (backbone_trains, True), step
+        module.weights = weights
+    with pytest.raises(ConfigError, match="strategy.options.unfreeze_at"):
+        create("delayed_unfreeze", {"unfreeze_at": -1})
+
+
+def test_a_strategys_state_and_loss_weights_travel_in_the_checkpoint(setup):
+    """A strategy that keeps state (here: a loss weight it anneals) gets it back from the checkpoint."""
+
+    class Annealing:
+        def __init__(self, base):
+            self.base, self.calls = base, 0
+
+        def __getattr__(self, name):
+            return getattr(self.base, name)
+
+        def on_step(self, step, control):
+            self.calls += 1
+            control.loss_weights["fm"] = 1.0 / (1 + step)
+
+        def state_dict(self):
+            return {"calls": self.calls}
+
+        def load_state_dict(self, state):
+            self.calls = state["calls"]
+
+    module = module_for("naive", setup)
+    module.strategy = Annealing(module.strategy)
+    for step in range(3):
+        module.strategy.on_step(step, module.control)
+    ckpt: dict = {}
+    module.on_save_checkpoint(ckpt)
+    assert ckpt["strategy_state"] == {"calls": 3} and ckpt["loss_weights"] == {"fm": pytest.approx(1 / 3)}
+
+    fresh = module_for("naive", setup)
+    fresh.strategy = Annealing(fresh.strategy)
+    fresh.on_load_checkpoint(ckpt)
+    assert fresh.strategy.calls == 3 and fresh.weights == {"fm": pytest.approx(1 / 3)}
+
+
+def test_a_batch_with_a_wrong_shape_is_named_at_the_boundary(setup):
+    from kinsul.data.batch import BatchShapeError
+
+    *_, robot, vlm = setup
+    TrainBatch(robot, vlm).check()
+    bad = RobotBatch(robot.obs, robot.actions[:, :, 0], robot.action_pad, robot.fast_ids, robot.fast_mask)
+    with pytest.raises(BatchShapeError, match=r"robot.actions: expected 3 dimensions"):
+        TrainBatch(bad).check()
+    short = VLMBatch(vlm.obs, vlm.suffix_ids[:2], vlm.suffix_mask[:2])
+    with pytest.raises(BatchShapeError, match=r"vlm.suffix_ids: expected batch size 4"):
+        TrainBatch(robot, short).check()

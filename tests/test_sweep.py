@@ -215,3 +215,31 @@ def test_report_of_a_sweep_that_never_ran_says_so_and_creates_nothing(tmp_path, 
     assert main(["report", "quick"]) == 2
     assert "sweep 'quick' has no finished trials" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # no empty MLflow or Optuna store left behind
+
+
+def test_workers_started_together_on_fresh_stores_split_the_grid(micro_root, tmp_path):
+    """Three `kinsul sweep --resume` processes at the same instant on new sqlite stores: the schemas, the parent
+    run and the queue are created once (under the set-up lock), and the six points run exactly once between them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    preset = write_preset(tmp_path, grid="{strategy.name: [stop_grad], seed: [0, 1, 2, 3, 4, 5]}")
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cmd = [str(Path(sys.executable).parent / "kinsul"), "sweep", preset, "--resume", f"data.root={micro_root / 'data'}",
+           f"tracking.uri={tracking}", f"trainer.runs_dir={tmp_path / 'runs'}", "trainer.max_steps=1",
+           "trainer.curve_every=0", "trainer.threads=1"]  # fmt: skip
+    workers = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for _ in range(3)]  # fmt: skip
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0, 0], "\n\n".join(o[-3000:] for o in outputs)
+
+    study = optuna.load_study(study_name="mini", storage=f"sqlite:///{tmp_path}/optuna.db")
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert sorted(t.params["seed"] for t in complete) == [0, 1, 2, 3, 4, 5]  # 0 duplicates, 0 missing
+    client = MlflowClient(tracking_uri=tracking)
+    runs = client.search_runs([client.get_experiment_by_name("kinsul").experiment_id])
+    assert sum(r.data.tags.get("kinsul.role") == "parent" for r in runs) == 1
+    assert sorted(r.info.run_name for r in runs if r.data.tags.get("kinsul.role") != "parent") == [
+        f"mini-stop_grad-s{s}" for s in range(6)
+    ]

@@ -52,6 +52,33 @@ def test_contract_train_save_resume_matches_uninterrupted(strategy, micro_root, 
     assert (run_dir / "config.yaml").is_file()
 
 
+def _backbone(run_dir):
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")[
+        "state_dict"
+    ]
+    return {k: v for k, v in state.items() if k.startswith("vla.backbone.")}
+
+
+def test_delayed_unfreeze_killed_and_resumed_trains_exactly_like_uninterrupted(micro_root, monkeypatch):
+    """The step hook sees the trainer's global step: after a resume at step 2 the backbone is still unfrozen
+    (a plugin that counted its own calls would restart at 0 and keep it frozen)."""
+    opts = ["strategy.name=delayed_unfreeze", "strategy.options.unfreeze_at=1"]
+    full_dir = train(micro(micro_root, *opts, "trainer.run_name=du-full"), progress=False)
+    cfg = micro(micro_root, *opts, "trainer.run_name=du-resumed")
+    record_losses(monkeypatch, crash_at=2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg, progress=False)
+    monkeypatch.setattr(module_lib.VLAModule, "training_step", REAL_STEP)
+    resumed_dir = train(cfg, resume=True, progress=False)
+    full, resumed = _backbone(full_dir), _backbone(resumed_dir)
+    for k in full:
+        torch.testing.assert_close(resumed[k], full[k], rtol=1e-5, atol=1e-6, msg=k)
+    frozen_dir = train(micro(micro_root, "strategy.name=delayed_unfreeze", "strategy.options.unfreeze_at=9",
+                             "trainer.run_name=du-never"), progress=False)  # fmt: skip
+    never = _backbone(frozen_dir)
+    assert any(not torch.equal(full[k], never[k]) for k in full)  # the unfrozen backbone did train
+
+
 def test_run_is_logged_to_mlflow_and_read_back(micro_root):
     run_dir = train(micro(micro_root, "strategy.name=ki", "trainer.run_name=tracked"), progress=False)
     client = MlflowClient(tracking_uri=f"sqlite:///{micro_root / 'mlflow.db'}")
@@ -90,8 +117,8 @@ def test_non_finite_loss_stops_and_keeps_the_good_checkpoint(micro_root, monkeyp
     cfg = micro(micro_root, "strategy.name=naive", "trainer.run_name=nan")
     real = module_lib.VLAModule.compute_losses
 
-    def poisoned(self, robot, vlm):
-        losses = real(self, robot, vlm)
+    def poisoned(self, batch):
+        losses = real(self, batch)
         if self.global_step == 3:
             losses["fm"] = losses["fm"] * float("nan")
         return losses
@@ -142,8 +169,8 @@ def test_a_weighted_loss_that_overflows_stops_and_keeps_the_good_checkpoint(micr
     )
     real = module_lib.VLAModule.compute_losses
 
-    def huge(self, robot, vlm):
-        losses = real(self, robot, vlm)
+    def huge(self, batch):
+        losses = real(self, batch)
         if self.global_step == 3:
             losses["fm"] = losses["fm"] * 0 + 3e38  # finite in float32; times 10 it is not
         return losses
@@ -204,3 +231,19 @@ def test_a_failed_start_leaves_no_run_folder(micro_root):
     with pytest.raises(Exception, match="nowhere"):
         train(cfg, progress=False)
     assert not (micro_root / "runs" / "failed").exists()
+
+
+def test_an_unreachable_tracking_server_fails_in_seconds_naming_the_key(micro_root, capsys):
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    code = main(["train", "micro", f"data.root={micro_root / 'data'}", f"trainer.runs_dir={micro_root / 'runs'}",
+                 "trainer.run_name=unreachable", f"tracking.uri=http://127.0.0.1:{port}"])  # fmt: skip
+    assert code == 2 and time.monotonic() - start < 10
+    err = capsys.readouterr().err
+    assert f"'tracking.uri': the MLflow server http://127.0.0.1:{port} did not answer" in err
+    assert not (micro_root / "runs" / "unreachable").exists()

@@ -88,3 +88,16 @@ def test_heldout_and_distractor_options():
                 assert (o.colour == t.colour) != (o.shape == t.shape)
     with pytest.raises(ValueError, match="concepts"):
         env.reset(seed=0, options={"concepts": "unseen"})
+
+
+@pytest.mark.integration
+def test_gymnasium_makes_the_world_from_a_fresh_interpreter_with_no_kinsul_import():
+    """gymnasium 1.x has no plugin entry-point group; its `module:env_id` form imports the registering module."""
+    import subprocess
+    import sys
+
+    code = ("import gymnasium as gym; env = gym.make('kinsul.world:kinsul/KinsulWorld-v0'); "
+            "obs, _ = env.reset(seed=0); print(sorted(obs), obs['image'].shape)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "['image', 'instruction', 'state'] (64, 64, 3)"

@@ -6,22 +6,10 @@ import datetime as dt
 import json
 import os
 import platform
-import subprocess
 from pathlib import Path
 from typing import Any
 
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
-        ).stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+from kinsul.tracking import git_commit
 
 
 def machine() -> str:

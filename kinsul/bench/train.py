@@ -48,8 +48,8 @@ def strategy_steps(batch: int = 32, rounds: int = 12) -> dict:
         batches = list(itertools.islice(iter(stream), n_batches))
         robot_frames[name] = stream.batch_size
         if name == "ki":
-            fast_tokens = statistics.mean(float(b.fast_mask.sum(1).float().mean()) for b, _ in batches)
-            fast_padded = statistics.mean(b.fast_ids.shape[1] for b, _ in batches)
+            fast_tokens = statistics.mean(float(b.robot.fast_mask.sum(1).float().mean()) for b in batches)
+            fast_padded = statistics.mean(b.robot.fast_ids.shape[1] for b in batches)
         opt = torch.optim.AdamW([{"params": grp.params} for grp in module.groups], lr=1e-4)
         module.train()
         module.on_train_epoch_start()
@@ -57,8 +57,7 @@ def strategy_steps(batch: int = 32, rounds: int = 12) -> dict:
         calls = itertools.count()  # each call takes the next batch of the group
 
         def step(module=module, opt=opt, batches=batches, calls=calls):
-            robot, vlm = batches[next(calls) % len(batches)]
-            losses = module.compute_losses(robot, vlm)
+            losses = module.compute_losses(batches[next(calls) % len(batches)])
             loss = sum(module.weights[k] * v for k, v in losses.items())
             opt.zero_grad()
             loss.backward()

@@ -18,7 +18,9 @@ from kinsul.config.errors import ConfigError, FieldValueError, nearest, unknown_
 from kinsul.config.schema import KinsulConfig
 
 T = TypeVar("T")
-PRESET_DIR = Path(__file__).resolve().parents[2] / "ablations"
+PRESET_DIR = (
+    Path(__file__).resolve().parents[1] / "presets"
+)  # ablations/, linked into the package: wheels ship it
 
 
 @cache

@@ -28,7 +28,12 @@ class KinsulConfig:
     def __post_init__(self) -> None:
         from kinsul.strategies import create  # the strategy and its options, checked when the config loads
 
-        create(self.strategy.name, self.strategy.options)
+        strategy = create(self.strategy.name, self.strategy.options)
+        for term in self.strategy.loss_weights:
+            if term not in strategy.loss_weights:
+                raise FieldValueError(f"strategy.loss_weights.{term}", self.strategy.loss_weights[term],
+                                      f"a weight for one of strategy '{strategy.name}''s terms "
+                                      f"{sorted(strategy.loss_weights)}; it produces no '{term}' loss")  # fmt: skip
         if not self.headline_tasks():
             raise FieldValueError("eval.headline_tasks", self.eval.headline_tasks,
                                   f"at least one task family of world.tasks {list(self.world.tasks)}")  # fmt: skip

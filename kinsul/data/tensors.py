@@ -4,12 +4,14 @@ is far cheaper per step than decoding PNGs in a worker."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import torch
 from datasets import Dataset, Features, List, Value
 
-from kinsul.data.batch import Observation
+from kinsul.data.batch import Observation, RobotBatch, VLMBatch
 from kinsul.tokenizers.text import TextTokenizer
 
 
@@ -17,8 +19,16 @@ def _mapped(ds: Dataset, columns: list[str], fn, desc: str, features: Features |
     """``fn`` over ``columns`` as a batched `datasets` map. For a split loaded from disk, `datasets` caches the
     result beside its arrow file, keyed by the split's fingerprint and ``fn`` (with what it closes over): a later
     run, or the next trial of a sweep, reads it back instead of decoding or tokenizing every row again."""
-    return ds.select_columns(columns).map(fn, batched=True, batch_size=1000, remove_columns=columns,
-                                          features=features, desc=desc)  # fmt: skip
+    try:
+        return ds.select_columns(columns).map(fn, batched=True, batch_size=1000, remove_columns=columns,
+                                              features=features, desc=desc)  # fmt: skip
+    except (OSError, pa.ArrowException) as e:  # a truncated or corrupt cache file (a killed run, a full disk)
+        from kinsul.data.store import DatasetError
+
+        folder = Path(ds.cache_files[0]["filename"]).parent if ds.cache_files else "the dataset folder"
+        raise DatasetError(f"a cached file in '{folder}' cannot be read ({str(e)[:120]}): delete the cache-*.arrow "
+                           "files there (they are rebuilt on the next run), or the dataset folder itself "
+                           "(`kinsul data generate` writes it again)") from e  # fmt: skip
 
 
 def _decode_batch(batch: dict) -> dict:
@@ -95,20 +105,11 @@ class VLMTensors:
     def __len__(self) -> int:
         return len(self.qtype)
 
-    def batch(self, idx: torch.Tensor, pad_id: int) -> tuple[Observation, torch.Tensor, torch.Tensor]:
+    def batch(self, idx: torch.Tensor, pad_id: int) -> VLMBatch:
         text = trim_padding(self.text_ids[idx], pad_id)
         suffix = trim_padding(self.answer_ids[idx], pad_id)
         state = torch.zeros(len(idx), 0)
-        return Observation(self.images[idx], state, text, text != pad_id), suffix, suffix != pad_id
-
-
-@dataclass
-class RobotBatch:
-    obs: Observation
-    actions: torch.Tensor  # (B, H, A) float32 target chunk
-    action_pad: torch.Tensor  # (B, H) bool, True past the episode end
-    fast_ids: torch.Tensor  # (B, F) <sep> + FAST tokens + <eos>, right-padded
-    fast_mask: torch.Tensor  # (B, F) bool
+        return VLMBatch(Observation(self.images[idx], state, text, text != pad_id), suffix, suffix != pad_id)
 
 
 @dataclass

@@ -1,1 +1,2 @@
-"""Evaluation: VLM probe accuracy (knowledge retention), and later rollouts and latency."""
+"""Evaluation: closed-loop rollouts and policies, language following, VLM probe accuracy and knowledge retention,
+chunk latency, the success-against-steps callback, and `kinsul eval`."""

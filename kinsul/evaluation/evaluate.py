@@ -4,7 +4,6 @@ policy, printed as one table and logged to the run's MLflow entry."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from pathlib import Path
 
@@ -147,10 +146,9 @@ def _latency(vla, tok, cfg: KinsulConfig) -> dict[str, float]:
 
 
 def _log(cfg: KinsulConfig, run_id: str, metrics: dict[str, float], files: list[Path], step: int) -> None:
-    from mlflow.tracking import MlflowClient
+    from kinsul import tracking
 
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    client = tracking.client(cfg.tracking.uri)
     for key, value in metrics.items():
         if np.isfinite(value):
             client.log_metric(run_id, key, float(value), step=step)

@@ -47,7 +47,8 @@ class ProbeBatches(IterableDataset):
 
     def __iter__(self):
         for idx in index_batches(len(self.data), self.batch_size):
-            yield (*self.data.batch(idx, self.pad_id), [self.data.qtype[i] for i in idx.tolist()])
+            b = self.data.batch(idx, self.pad_id)
+            yield b.obs, b.suffix_ids, b.suffix_mask, [self.data.qtype[i] for i in idx.tolist()]
 
 
 @torch.no_grad()

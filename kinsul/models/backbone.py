@@ -62,12 +62,12 @@ def load_backbone(path: str | Path, vocab_size: int, image_size: int) -> PaliGem
     config_file = path / "config.json"
     if not path.is_dir():
         raise BackboneError(
-            f"backbone.pretrained_path '{path}' does not exist: expected a folder written by "
+            f"model.pretrained_path '{path}' does not exist: expected a folder written by "
             "PaliGemmaForConditionalGeneration.save_pretrained (config.json + *.safetensors)"
         )
     if not config_file.is_file():
         raise BackboneError(
-            f"backbone.pretrained_path '{path}' has no config.json: expected a transformers "
+            f"model.pretrained_path '{path}' has no config.json: expected a transformers "
             "save_pretrained folder"
         )
     try:

@@ -25,6 +25,10 @@ from kinsul.tokenizers.text import TextTokenizer
 class VLAOutput:
     suffix_logits: torch.Tensor | None  # (B, S, V): position j predicts suffix token j + 1
     velocity: torch.Tensor | None  # (B, H, A)
+    hidden: torch.Tensor | None = (
+        None  # (B, P + S, d) the backbone's last hidden states (before the final norm)
+    )
+    n_prefix: int = 0  # P: image + text tokens at the front of ``hidden``
 
 
 class VLA(nn.Module):
@@ -99,7 +103,7 @@ class VLA(nn.Module):
         hb, he = joint_forward(self.lm.layers, self.expert.layers if use_expert else None, xb, xe, rope_b, rope_e,
                                mask, kv_view, n_prefix=xp.shape[1])  # fmt: skip
         logits = None if suffix_ids is None else self.logits(hb[:, xp.shape[1] :])
-        return VLAOutput(logits, self.expert.head(he) if use_expert else None)
+        return VLAOutput(logits, self.expert.head(he) if use_expert else None, hb, xp.shape[1])
 
     # -- inference: the backbone once per chunk ------------------------------------------------------
     def encode_prefix(self, obs: Observation) -> tuple[KVCache, torch.Tensor]:

@@ -3,6 +3,14 @@
 The model exposes hooks (the expert's view of the backbone keys/values, loss terms, parameters); a strategy
 decides them; the LightningModule only composes. Built-ins and third-party plugins register through the same
 entry-point group, ``kinsul.strategies``; each entry point names a factory ``(options: dict) -> Strategy``.
+
+Required: the attributes and three methods of ``Strategy``. Optional, found by name:
+- ``on_step(step, control)``: called before every training step with the global step (exact after a resume)
+  and a ``TrainControl``: switch parameter groups on or off, change loss weights; a strategy may change its own
+  ``kv_alpha``-like fields too. Its decisions must be a function of the step and the strategy's state.
+- ``state_dict() -> dict`` / ``load_state_dict(dict)``: the strategy's state, saved in every checkpoint and
+  restored on resume. Plain numbers, strings, lists and dicts only (checkpoints load with ``weights_only``).
+- ``setup(vla)``: called once when the training module is built (pretrained weights loaded, no checkpoint yet).
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
-LOSS_TERMS = (
+BUILTIN_TERMS = (
     "fm",
     "fast",
     "vlm",
@@ -49,6 +57,16 @@ class Strategy(Protocol):
         """How the expert sees the backbone's keys/values: as is, detached, or gradient-scaled."""
 
 
+class TrainControl(Protocol):
+    """What a strategy's ``on_step`` may change. Implemented by the training module."""
+
+    loss_weights: dict[str, float]  # the weights of this step's terms; a term set to 0 is still computed
+
+    def set_trainable(self, group: str, trainable: bool) -> None:
+        """Turn one of the strategy's ``param_groups`` on or off (requires_grad). A group that is off gets no
+        gradient and no optimizer update (AdamW skips parameters without a gradient, weight decay included)."""
+
+
 class StrategyError(ValueError):
     pass
 
@@ -60,10 +78,13 @@ def validate(strategy: object, source: str) -> Strategy:
                                "param_groups", "frozen_modules", "kv_view") if not hasattr(strategy, m)]  # fmt: skip
         raise StrategyError(f"{source} returned {type(strategy).__name__}, which does not satisfy the Strategy "
                             f"protocol: missing {missing}")  # fmt: skip
-    unknown = set(strategy.loss_weights) - set(LOSS_TERMS)
+    from kinsul.strategies.losses import available as available_terms  # the registry imports the models
+
+    terms = sorted(available_terms())
+    unknown = set(strategy.loss_weights) - set(terms)
     if unknown or not strategy.loss_weights:
         raise StrategyError(f"{source}: loss terms {sorted(strategy.loss_weights)} must be a non-empty subset of "
-                            f"{list(LOSS_TERMS)}")  # fmt: skip
+                            f"the registered terms {terms} (entry-point group kinsul.loss_terms)")  # fmt: skip
     if strategy.decoding not in DECODINGS:
         raise StrategyError(f"{source}: decoding '{strategy.decoding}' must be one of {list(DECODINGS)}")
     if strategy.decoding == "fast" and "fast" not in strategy.loss_weights:

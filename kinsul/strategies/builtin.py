@@ -9,6 +9,10 @@
 | ki_no_vlm   | FAST                | detached                  | yes  |          | flow      |
 | ki          | FAST + VLM          | detached                  | yes  | yes      | flow      |
 | pi0_fast    | FAST (+ VLM)        | no expert                 | yes  | optional | FAST      |
+
+Beyond the paper's end points:
+| grad_scale       | flow x kv_alpha (0.1) | gradient-scaled         |      |          | flow      |
+| delayed_unfreeze | flow, from step N     | as is                   |      |          | flow      |
 """
 
 from __future__ import annotations
@@ -73,20 +77,45 @@ class AxisStrategy:
         return scale_grad(k, self.kv_alpha), scale_grad(v, self.kv_alpha)
 
 
+@dataclass
+class DelayedUnfreeze(AxisStrategy):
+    """The expert trains alone on a frozen backbone for ``unfreeze_at`` steps, then both train (as pi0): the
+    expert first learns to read the pretrained keys/values before its gradient may change them. The step comes
+    from the trainer, so a resumed run unfreezes at the same step as an uninterrupted one."""
+
+    unfreeze_at: int = 1000
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if (
+            not isinstance(self.unfreeze_at, int)
+            or isinstance(self.unfreeze_at, bool)
+            or self.unfreeze_at < 0
+        ):
+            raise FieldValueError("unfreeze_at", self.unfreeze_at, "an integer step >= 0")
+
+    def param_groups(self, vla: nn.Module) -> list[ParamGroup]:
+        groups = [ParamGroup("expert", list(vla.expert.parameters()))]
+        return groups + [ParamGroup("backbone", list(vla.backbone.parameters()), self.backbone_lr_scale)]
+
+    def on_step(self, step: int, control) -> None:
+        control.set_trainable("backbone", step >= self.unfreeze_at)
+
+
 TUNABLE = ("backbone_lr_scale", "vlm_ratio", "kv_alpha")  # options a run may override
 
 
-def _make(defaults: dict[str, Any]):
+def _make(defaults: dict[str, Any], cls: type[AxisStrategy] = AxisStrategy):
     def factory(options: dict[str, Any] | None = None) -> AxisStrategy:
         options = dict(options or {})
-        known = {f.name for f in fields(AxisStrategy)} - {"name", "description", "loss_weights"}
+        known = {f.name for f in fields(cls)} - {"name", "description", "loss_weights"}
         for key in options:
             if key not in known:
                 raise FieldValueError(f"options.{key}", options[key], f"one of {sorted(known)}")
         merged = {**defaults, **options}
         if merged.get("vlm_ratio", 0) > 0 and "vlm" not in merged["loss_weights"]:
             merged["loss_weights"] = {**merged["loss_weights"], "vlm": 1.0}  # e.g. pi0_fast with VLM data
-        return AxisStrategy(**merged)
+        return cls(**merged)
 
     factory.__doc__ = defaults["description"]
     return factory
@@ -111,3 +140,9 @@ ki = _make(dict(name="ki", description="knowledge insulation: backbone learns FA
                 loss_weights={"fm": 1.0, "fast": 1.0, "vlm": 1.0}, kv_alpha=0.0, vlm_ratio=0.25))  # fmt: skip
 pi0_fast = _make(dict(name="pi0_fast", description="pi0-FAST: autoregressive FAST tokens from the backbone, no "
                       "expert", loss_weights={"fast": 1.0}, decoding="fast", needs_expert=False))  # fmt: skip
+grad_scale = _make(dict(name="grad_scale", description="partial insulation: the flow gradient reaches the backbone's "
+                        "keys/values scaled by kv_alpha (0 = stop_grad, 1 = naive)",
+                        loss_weights={"fm": 1.0}, kv_alpha=0.1))  # fmt: skip
+delayed_unfreeze = _make(dict(name="delayed_unfreeze", description="frozen backbone for unfreeze_at steps, then "
+                              "trained with the expert by the flow loss (pi0)", loss_weights={"fm": 1.0}),
+                         DelayedUnfreeze)  # fmt: skip

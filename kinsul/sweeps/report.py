@@ -12,11 +12,12 @@ import optuna
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from kinsul import tracking
 from kinsul.config.loader import load_config
 from kinsul.evaluation.rollouts import wilson
 from kinsul.sweeps.plots import TrialRun, all_plots
 from kinsul.sweeps.run import SWEEP_TAG, storage, study_name
-from kinsul.sweeps.spec import PRUNE_METRIC, SweepSpec, load_sweep
+from kinsul.sweeps.spec import PRUNE_METRIC, SweepSpec, load_sweep, split_overrides
 
 COLUMNS = [
     ("speed/steps_to_success", "steps to success"),
@@ -71,14 +72,14 @@ def group_keys(spec: SweepSpec) -> list[str]:
 def collect(preset: str, overrides: list[str], spec: SweepSpec) -> dict[str, list[TrialRun]]:
     """Finished child runs of the sweep, grouped by strategy and every other swept key except the seed:
     {row label: [one TrialRun per seed/trial]}. A sweep with none fails, saying so."""
-    cfg = load_config(preset, list(overrides))
+    cfg = load_config(preset, split_overrides(overrides)[0])
     keys = group_keys(spec)
     missing = FileNotFoundError(f"sweep '{study_name(preset)}' has no finished trials in {cfg.tracking.uri}: run "
                                 f"`kinsul sweep {preset}` first, from the folder that holds its stores")  # fmt: skip
     db = cfg.tracking.uri.removeprefix("sqlite:///")
     if db != cfg.tracking.uri and not Path(db).is_file():  # reading must not create an empty store
         raise missing
-    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    client = tracking.client(cfg.tracking.uri)
     exp = client.get_experiment_by_name(cfg.tracking.experiment)
     if exp is None:
         raise missing

@@ -3,21 +3,27 @@ through the same code as `kinsul train` / `kinsul eval`, as an MLflow child run 
 
 from __future__ import annotations
 
-import os
+import hashlib
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import optuna
+from filelock import FileLock
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from kinsul import tracking
 from kinsul.config.loader import load_config
-from kinsul.sweeps.spec import PRUNE_METRIC, SweepSpec, load_sweep
+from kinsul.sweeps.spec import PRUNE_METRIC, SweepSpec, load_sweep, split_overrides
 from kinsul.training.config import TrackingConfig
 
 SWEEP_TAG = "kinsul.sweep"
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)  # a pruned trial is a result, not a gap to fill
+SKIPPED = (
+    "kinsul.skipped"  # user attr of a trial ended unrun (a duplicate grid point): neither result nor gap
+)
 
 
 def study_name(preset: str) -> str:
@@ -27,6 +33,18 @@ def study_name(preset: str) -> str:
 def storage(spec: SweepSpec) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(spec.storage, heartbeat_interval=spec.heartbeat_s,
                                       grace_period=2 * spec.heartbeat_s)  # fmt: skip
+
+
+def setup_lock(storage_url: str, tracking_uri: str) -> FileLock:
+    """One lock for a sweep's set-up: several workers started at the same instant on fresh stores would race to
+    create the MLflow and Optuna schemas, the experiment, the parent run and the grid's queue. Beside the sqlite
+    file when there is one (every worker on this machine sees it); otherwise keyed by the two URLs in the temp
+    folder, which covers workers on one machine (servers run their own migrations in transactions)."""
+    for url in (storage_url, tracking_uri):
+        if url.startswith("sqlite:///"):
+            return FileLock(f"{url.removeprefix('sqlite:///')}.setup.lock")
+    key = hashlib.sha1(f"{storage_url}|{tracking_uri}".encode()).hexdigest()[:16]
+    return FileLock(Path(tempfile.gettempdir()) / f"kinsul-sweep-{key}.lock")
 
 
 def parent_run(client: MlflowClient, tracking: TrackingConfig, name: str) -> str:
@@ -94,28 +112,32 @@ def _requeue(study: optuna.Study, spec: SweepSpec) -> None:
 
 
 def run_sweep(preset: str, overrides: list[str] = (), resume: bool = False) -> optuna.Study:
-    overrides = list(overrides)
+    spec = load_sweep(preset, list(overrides))  # every value the sweep may set is validated before any trial
+    overrides, _ = split_overrides(overrides)  # what every trial gets; `sweep.*` ones went into the spec
     # heartbeats and fail_stale_trials are marked experimental; they are what makes shared resume safe
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    spec = load_sweep(preset, overrides)  # every value the sweep may set is validated before any trial
     base = load_config(preset, overrides)
     name = study_name(preset)
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    client = MlflowClient(tracking_uri=base.tracking.uri)
-    parent = parent_run(client, base.tracking, name)
-    store = storage(spec)
-    exists = name in {s.study_name for s in optuna.get_all_study_summaries(store)}
-    study = optuna.create_study(study_name=name, storage=store, sampler=spec.sampler(base.seed),
-                                pruner=spec.make_pruner(), direction=spec.direction, load_if_exists=True)  # fmt: skip
-    study.set_user_attr("mlflow_parent_run_id", parent)
-    if exists and not resume:
-        if finished(study, spec):
-            return study  # finished earlier: nothing to run, the caller reports
-        raise FileExistsError(f"study '{name}' in {spec.storage} is unfinished: pass --resume to finish it")
-    if resume:
-        _requeue(study, spec)
-        _mark_killed(client, study, name, Path(base.trainer.runs_dir), spec.kind == "grid")
-    objective = Objective(preset, overrides, spec, name, parent, client)
+    with setup_lock(spec.storage, base.tracking.uri):
+        client = tracking.client(base.tracking.uri)  # a new sqlite store is migrated here: under the lock
+        parent = parent_run(client, base.tracking, name)
+        store = storage(spec)
+        exists = name in {s.study_name for s in optuna.get_all_study_summaries(store)}
+        study = optuna.create_study(study_name=name, storage=store, sampler=spec.sampler(base.seed),
+                                    pruner=spec.make_pruner(), direction=spec.direction, load_if_exists=True)  # fmt: skip
+        study.set_user_attr("mlflow_parent_run_id", parent)
+        if exists and not resume:
+            if finished(study, spec):
+                return study  # finished earlier: nothing to run, the caller reports
+            raise FileExistsError(
+                f"study '{name}' in {spec.storage} is unfinished: pass --resume to finish it"
+            )
+        if resume:
+            _requeue(study, spec)
+            _mark_killed(client, study, name, Path(base.trainer.runs_dir), spec.kind == "grid")
+    objective = Objective(
+        preset, overrides, spec, name, parent, client, queue_only=resume and spec.kind == "grid"
+    )
     if spec.kind == "grid":
         # A fresh grid runs every point; resumed workers pop the shared queue until it is empty.
         queued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
@@ -151,15 +173,21 @@ class Objective:
     """One trial: `kinsul train` with the trial's values as overrides, then `kinsul eval` of its best checkpoint."""
 
     def __init__(self, preset: str, overrides: list[str], spec: SweepSpec, name: str, parent: str,
-                 client: MlflowClient):  # fmt: skip
+                 client: MlflowClient, queue_only: bool = False):  # fmt: skip
         self.preset, self.overrides, self.spec, self.name = preset, overrides, spec, name
-        self.parent, self.client = parent, client
+        self.parent, self.client, self.queue_only = parent, client, queue_only
 
     def __call__(self, trial: optuna.Trial) -> float:
         from kinsul.evaluation import evaluate as evaluate_lib
         from kinsul.sweeps.pruning import TrialReport
         from kinsul.training.train import RUN_ID_FILE, train
 
+        if self.queue_only and not _was_queued(trial):
+            # Another worker popped the last queued point between our queue check and this trial: the grid
+            # sampler made up a new one, a duplicate. End it unrun and stop this worker.
+            trial.set_user_attr(SKIPPED, "the queue was emptied by another worker")
+            trial.study.stop()
+            raise optuna.TrialPruned("not a queued grid point")
         params = self.spec.suggest(trial)
         run = child_name(self.name, params, trial.number, self.spec.kind == "grid")
         cfg = load_config(self.preset, [*self.overrides, *(f"{k}={v}" for k, v in params.items()),
@@ -212,6 +240,11 @@ class Objective:
         self.client.set_tag(run_id, "kinsul.trial", str(trial.number))
         for key, value in params.items():
             self.client.set_tag(run_id, f"sweep.{key}", str(value))
+
+
+def _was_queued(trial: optuna.Trial) -> bool:
+    frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+    return "fixed_params" in frozen.system_attrs
 
 
 def _stop_when_queue_empty(study: optuna.Study, _trial) -> None:

@@ -58,6 +58,26 @@ class SearchDim:
         return [cast(self.low), cast(self.high)]
 
 
+def check_storage(url: str) -> None:
+    """An Optuna RDB URL whose database driver is installed: fail at load, naming what to install."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    expected = "an Optuna RDB URL: sqlite:///optuna.db, or postgresql://user:pass@host/db for many machines"
+    try:
+        dialect = make_url(url).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError):
+        raise FieldValueError("storage", url, expected) from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as e:
+        package = {"psycopg2": "psycopg2-binary", "pymysql": "pymysql", "MySQLdb": "mysqlclient"}.get(
+            e.name, e.name
+        )
+        raise FieldValueError("storage", url, f"{expected}; its database driver is not installed "
+                              f"(pip install {package})") from None  # fmt: skip
+
+
 @dataclass
 class SweepSpec:
     grid: dict[str, list[Any]] = field(default_factory=dict)  # config key -> values (full product)
@@ -83,6 +103,7 @@ class SweepSpec:
                                   "exactly one of `grid` (values to cross) or `search` (ranges for TPE)")  # fmt: skip
         if self.search:
             check_range("n_trials", self.n_trials, 1, 1_000_000)
+        check_storage(self.storage)
         if self.pruner != "none" and self.direction != "minimize":
             # Optuna's pruners rank intermediate values in the study's direction; ours are val/velocity_mse.
             raise FieldValueError("pruner", self.pruner,
@@ -115,14 +136,32 @@ class SweepSpec:
         return {k: dim.suggest(trial, k) for k, dim in self.search.items()}
 
 
+def split_overrides(overrides) -> tuple[list[str], list[str]]:
+    """(run overrides, `sweep.*` overrides): the second set the sweep's own section, the first every trial."""
+    overrides = list(overrides)
+    return [o for o in overrides if not o.startswith("sweep.")], [
+        o for o in overrides if o.startswith("sweep.")
+    ]
+
+
 def load_sweep(preset: str, overrides: list[str] = ()) -> SweepSpec:
-    """Read the `sweep:` section and check every value it may set builds a valid config, before any trial runs."""
+    """Read the `sweep:` section (with `sweep.*` overrides applied) and check every value it may set builds a
+    valid config, before any trial runs."""
+    overrides, sweep_overrides = split_overrides(overrides)
     raw = OmegaConf.to_container(OmegaConf.load(preset_path(preset)))
     section = raw.get("sweep")
     if not isinstance(section, dict):
         raise ConfigError(
             "sweep", f"preset '{preset}' has no `sweep:` section (grid or search, objective, ...)"
         )
+    if sweep_overrides:
+        try:
+            merged = OmegaConf.merge(
+                OmegaConf.create({"sweep": section}), OmegaConf.from_dotlist(sweep_overrides)
+            )
+        except Exception as e:
+            raise ConfigError("sweep", f"bad override in {sweep_overrides}: {e}") from None
+        section = OmegaConf.to_container(merged)["sweep"]
     section = dict(section)
     search = section.pop("search", None) or {}
     if not isinstance(search, dict):

@@ -27,6 +27,12 @@ def load_checkpoint(path: str | Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "Weights only load failed" in first:  # torch's advice (weights_only=False) is what must not happen
+            first = (
+                "it holds objects other than tensors and plain containers, whose unpickling could run code"
+            )
+        else:
+            first = first.split(". ")[0]
         raise CheckpointError(f"checkpoint '{path}' cannot be loaded safely ({first[:200]}): expected a "
                               "checkpoint written by kinsul; delete it to start over") from None  # fmt: skip
 

@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from kinsul.config.errors import ConfigError
 from kinsul.config.schema import KinsulConfig
 from kinsul.data import store
+from kinsul.data.batch import TrainBatch
 from kinsul.data.tensors import RobotTensors, VLMTensors, even_subset, grouped_batch, index_batches
 from kinsul.strategies.base import Strategy
 from kinsul.tokenizers.fast import FastTokenizer
@@ -35,7 +36,7 @@ def length_groups(cfg: KinsulConfig, strategy: Strategy) -> int:
 
 
 class MixedBatches(IterableDataset):
-    """Endless (robot batch, VLM batch or None) of ``batch_size`` samples in all, ``vlm_ratio`` of them VLM
+    """Endless TrainBatch (robot batch, VLM batch or None) of ``batch_size`` samples in all, ``vlm_ratio`` of them VLM
     samples; batch k is a pure function of (seed, k), so a resumed run continues the same stream.
 
     With ``length_groups`` = k > 1 the robot frames of k consecutive batches are drawn together, sorted by FAST
@@ -70,7 +71,7 @@ class MixedBatches(IterableDataset):
                 vlm = self.vlm.batch(
                     torch.randint(0, len(self.vlm), (self.vlm_batch,), generator=g), self.pad_id
                 )
-            yield robot, vlm
+            yield TrainBatch(robot, vlm).check()  # a few dim checks: cheap next to the step
             step += 1
 
 

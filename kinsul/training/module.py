@@ -9,11 +9,11 @@ from torchmetrics.aggregation import MeanMetric
 
 from kinsul.config.errors import ConfigError
 from kinsul.config.schema import KinsulConfig
-from kinsul.data.tensors import RobotBatch
+from kinsul.data.batch import RobotBatch, TrainBatch
 from kinsul.models.decoding import chunk_errors
-from kinsul.models.flow import interpolate, sample_time
-from kinsul.models.vla import VLA, flow_loss, token_loss
-from kinsul.strategies.base import LOSS_TERMS, Strategy
+from kinsul.models.vla import VLA
+from kinsul.strategies.base import Strategy, StrategyError
+from kinsul.strategies.losses import LossContext, setup_terms
 from kinsul.tokenizers.fast import FastTokenizer
 from kinsul.training.callbacks import NonFiniteLossError
 from kinsul.training.schedule import warmup_cosine
@@ -24,8 +24,27 @@ def resolve_loss_weights(strategy: Strategy, overrides: dict[str, float]) -> dic
         if term not in strategy.loss_weights:
             raise ConfigError(f"strategy.loss_weights.{term}",
                               f"strategy '{strategy.name}' produces no '{term}' loss (it produces "
-                              f"{sorted(strategy.loss_weights)}; known terms: {list(LOSS_TERMS)})")  # fmt: skip
+                              f"{sorted(strategy.loss_weights)})")  # fmt: skip
     return {**strategy.loss_weights, **overrides}
+
+
+class Control:
+    """The ``TrainControl`` a strategy's ``on_step`` receives: its parameter groups by name, the loss weights."""
+
+    def __init__(self, module: VLAModule):
+        self.module = module
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        return self.module.weights
+
+    def set_trainable(self, group: str, trainable: bool) -> None:
+        groups = {g.name: g for g in self.module.groups}
+        if group not in groups:
+            raise KeyError(f"strategy '{self.module.strategy.name}' has no parameter group '{group}' "
+                           f"(its groups: {sorted(groups)})")  # fmt: skip
+        for p in groups[group].params:
+            p.requires_grad_(trainable)
 
 
 class VLAModule(L.LightningModule):
@@ -38,6 +57,10 @@ class VLAModule(L.LightningModule):
         for p in vla.parameters():
             p.requires_grad_(id(p) in trainable)
         self.frozen = strategy.frozen_modules(vla)
+        if hasattr(strategy, "setup"):
+            strategy.setup(vla)
+        self.terms = setup_terms(self.weights, vla)  # every term the strategy may weigh, built once
+        self.control = Control(self)
         self.val_mse = MeanMetric()
         self.val_velocity = MeanMetric()
         self.val_invalid = MeanMetric()
@@ -51,34 +74,41 @@ class VLAModule(L.LightningModule):
         super().on_validation_model_train()  # Lightning puts the whole model back in train mode ...
         self.on_train_epoch_start()  # ... so frozen modules go back to eval
 
-    def compute_losses(self, robot: RobotBatch, vlm) -> dict[str, torch.Tensor]:
-        """Each active term; which ones are active is the strategy's decision (its loss_weights)."""
-        w, losses = self.weights, {}
-        if "fm" in w or "fast" in w:
-            x_t = t = u = None
-            if "fm" in w:
-                noise = torch.randn_like(robot.actions)
-                t = sample_time(len(noise), self.cfg.model.time_beta_alpha, self.cfg.model.time_beta_beta,
-                                device=noise.device)  # fmt: skip
-                x_t, u = interpolate(robot.actions, noise, t)
-            with_fast = "fast" in w
-            out = self.vla(robot.obs, robot.fast_ids if with_fast else None, robot.fast_mask if with_fast else None,
-                           x_t, t, kv_view=self.strategy.kv_view)  # fmt: skip
-            if "fm" in w:
-                losses["fm"] = flow_loss(out.velocity, u, robot.action_pad)
-            if with_fast:
-                losses["fast"] = token_loss(out.suffix_logits, robot.fast_ids, robot.fast_mask)
-        if "vlm" in w:
-            obs, suffix, mask = vlm
-            losses["vlm"] = token_loss(self.vla(obs, suffix, mask).suffix_logits, suffix, mask)
+    def compute_losses(self, batch: TrainBatch) -> dict[str, torch.Tensor]:
+        """Each term with a weight this step, from the registry; which ones is the strategy's decision."""
+        ctx = LossContext(self.vla, self.strategy, batch, frozenset(self.weights),
+                          (self.cfg.model.time_beta_alpha, self.cfg.model.time_beta_beta))  # fmt: skip
+        losses = {}
+        for name in self.weights:
+            try:
+                losses[name] = self.terms[name](ctx)
+            except (
+                RuntimeError
+            ) as e:  # a shape bug in a plugin's strategy or term: name them, not a traceback
+                if isinstance(e, torch.OutOfMemoryError):
+                    raise
+                raise StrategyError(f"strategy '{self.strategy.name}', loss term '{name}': {e}") from e
         return losses
 
-    def training_step(self, batch, _):
-        robot, vlm = batch
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        if hasattr(self.strategy, "on_step"):
+            self.strategy.on_step(self.global_step, self.control)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["loss_weights"] = dict(self.weights)
+        if hasattr(self.strategy, "state_dict"):
+            checkpoint["strategy_state"] = self.strategy.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.weights.update(checkpoint.get("loss_weights", {}))
+        if hasattr(self.strategy, "load_state_dict") and "strategy_state" in checkpoint:
+            self.strategy.load_state_dict(checkpoint["strategy_state"])
+
+    def training_step(self, batch: TrainBatch, _):
         # Noise and flow times are a function of (seed, step), so a resumed run repeats them exactly.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.seed * 1_000_003 + self.global_step)
-            losses = self.compute_losses(robot, vlm)
+            losses = self.compute_losses(batch)
         for term, value in losses.items():
             if not torch.isfinite(value):
                 raise NonFiniteLossError(f"loss term '{term}' is {value.item()} at step {self.global_step}; "
@@ -129,6 +159,5 @@ def check_groups(vla: torch.nn.Module, groups) -> None:
                 raise AssertionError(f"a parameter is in optimizer groups '{seen[id(p)]}' and '{g.name}'")
             seen[id(p)] = g.name
     for name, p in vla.named_parameters():
-        if p.requires_grad != (id(p) in seen):
-            state = "trainable but in no group" if p.requires_grad else "frozen but in a group"
-            raise AssertionError(f"parameter '{name}' is {state}")
+        if p.requires_grad and id(p) not in seen:  # a group may be off for now (a strategy's on_step)
+            raise AssertionError(f"parameter '{name}' is trainable but in no group")

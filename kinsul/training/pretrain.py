@@ -105,8 +105,8 @@ class VLMPretrainModule(L.LightningModule):
         self.probe = ProbeAccuracy(qtypes)
 
     def training_step(self, batch, _):
-        obs, suffix, mask = batch
-        loss = answer_loss(self.vla(obs, suffix, mask).suffix_logits, suffix, mask)
+        logits = self.vla(batch.obs, batch.suffix_ids, batch.suffix_mask).suffix_logits
+        loss = answer_loss(logits, batch.suffix_ids, batch.suffix_mask)
         self.log("pretrain/loss", loss, prog_bar=True)
         return loss
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +12,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 
-from kinsul.bench.record import git_commit
+from kinsul import tracking
 from kinsul.config.errors import ConfigError
 from kinsul.config.loader import config_hash, load_config, save_config
 from kinsul.config.schema import KinsulConfig
@@ -59,13 +58,13 @@ def prepare(cfg: KinsulConfig, strategy: Strategy, progress: bool = True):
 def make_logger(cfg: KinsulConfig, run_dir: Path, strategy: Strategy) -> MLFlowLogger | bool:
     if not cfg.tracking.enabled:
         return False
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    tracking.prepare(cfg.tracking.uri)
     id_file = run_dir / RUN_ID_FILE
     run_id = id_file.read_text().strip() if id_file.exists() else None
     logger = MLFlowLogger(experiment_name=cfg.tracking.experiment, tracking_uri=cfg.tracking.uri,
                           artifact_location=cfg.tracking.artifact_location(),
                           run_name=run_dir.name, run_id=run_id,
-                          tags={"strategy": strategy.name, "seed": str(cfg.seed), "git_commit": git_commit(),
+                          tags={"strategy": strategy.name, "seed": str(cfg.seed), "git_commit": tracking.git_commit(),
                                 "mlflow.note.content": strategy.description,
                                 **({"mlflow.parentRunId": cfg.tracking.parent_run_id}
                                    if cfg.tracking.parent_run_id else {})})  # fmt: skip
@@ -125,6 +124,8 @@ def train(
     strategy = create(cfg.strategy.name, cfg.strategy.options)
     resolve_loss_weights(strategy, dict(cfg.strategy.loss_weights))  # fail before any work
     split_batch(cfg.trainer.batch_size, strategy.vlm_ratio)
+    if cfg.tracking.enabled:
+        tracking.prepare(cfg.tracking.uri)  # an unreachable server fails here, in seconds
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     run_dir = Path(cfg.trainer.runs_dir) / run_name(cfg)

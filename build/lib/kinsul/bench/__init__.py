@@ -1,0 +1,21 @@
+"""Named benchmarks; `kinsul bench NAME` runs one and records it in docs/benchmarks.{json,md}."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kinsul.bench import calibration, models, sweep, train, world
+
+BENCHMARKS: dict[str, Callable[[], dict]] = {
+    "world_step": world.world_step,
+    "generate_demos": world.generate_demos,
+    "param_counts": models.param_counts,
+    "chunk_latency": models.chunk_latency,
+    "bf16_step": models.bf16_step,
+    "vlm_probe": models.vlm_probe,
+    "strategy_steps": train.strategy_steps,
+    "eval_checkpoint": models.eval_checkpoint,
+    "main_job": sweep.main_job,
+    "calibration": calibration.calibration,
+}
+SLOW = {"main_job"}  # ~15 minutes: run by name, not by `kinsul bench all`

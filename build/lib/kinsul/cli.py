@@ -1,0 +1,309 @@
+"""`kinsul <verb>`: each verb is a plain function; options belong in the config, not in new flags."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from kinsul.config import ConfigError, KinsulConfig, load_config, to_yaml
+
+
+def _split(args: Sequence[str]) -> tuple[str | None, list[str]]:
+    """``[PRESET] [key=value ...]``: a first word without '=' names a preset (ablations/) or a YAML file."""
+    args = list(args)
+    preset = args.pop(0) if args and "=" not in args[0] else None
+    return preset, args
+
+
+def _config(args: Sequence[str]) -> KinsulConfig:
+    preset, overrides = _split(args)
+    return load_config(preset, overrides)
+
+
+def cmd_config(ns: argparse.Namespace) -> None:
+    print(to_yaml(_config(ns.overrides)), end="")
+
+
+def cmd_data_generate(ns: argparse.Namespace) -> None:
+    from kinsul.data.store import generate, open_dataset
+    from kinsul.data.summary import summarize
+
+    cfg = _config(ns.overrides)
+    for kind in ("robot", "vlm"):
+        start = time.perf_counter()
+        path = generate(cfg, kind, force=ns.force)
+        print(f"\n{kind} dataset: {path}  ({time.perf_counter() - start:.1f} s)")
+        print(summarize(kind, open_dataset(path, kind)))
+
+
+def cmd_data_info(ns: argparse.Namespace) -> None:
+    from kinsul.data.store import dataset_dir, open_dataset
+    from kinsul.data.summary import summarize
+
+    cfg = _config(ns.overrides)
+    for kind in ("robot", "vlm"):
+        path = dataset_dir(cfg, kind)
+        print(f"\n{kind} dataset: {path}")
+        print(summarize(kind, open_dataset(path, kind)))
+
+
+def cmd_world_gallery(ns: argparse.Namespace) -> None:
+    from kinsul.world import KinsulWorldEnv
+    from kinsul.world.gallery import gallery
+
+    cfg = _config(ns.overrides)
+    path = gallery(KinsulWorldEnv(cfg.world, cfg.concepts), ns.out, per_family=ns.columns, seed=cfg.seed)
+    print(f"wrote {path}")
+
+
+def cmd_pretrain_vlm(ns: argparse.Namespace) -> None:
+    from kinsul.models.pretrained import read_meta
+    from kinsul.training.pretrain import pretrain_vlm
+
+    cfg = _config(ns.overrides)
+    path = pretrain_vlm(cfg, fresh=ns.fresh)
+    meta = read_meta(path)
+    print(
+        f"\npretrained VLM saved to {path}  ({meta['parameters']:,} parameters, "
+        f"{meta['train_seconds_this_run']} s this run)"
+    )
+    print(f"{'question type':<15}{'probe accuracy':>15}")
+    for q, acc in meta["probe_accuracy"].items():
+        print(f"{q:<15}{acc:>15.3f}")
+
+
+def cmd_train(ns: argparse.Namespace) -> None:
+    from kinsul.training.train import train
+
+    cfg = _config(ns.overrides)
+    run_dir = train(cfg, resume=ns.resume)
+    print(f"\nrun folder: {run_dir}  (config.yaml, checkpoints/last.ckpt, checkpoints/best.ckpt)")
+    if cfg.tracking.enabled:
+        print(f"MLflow: {cfg.tracking.uri}, experiment '{cfg.tracking.experiment}'; browse with `kinsul ui`")
+
+
+def cmd_eval(ns: argparse.Namespace) -> None:
+    from kinsul.evaluation.evaluate import evaluate, format_table
+
+    metrics, rates = evaluate(ns.target, ns.overrides)
+    print(format_table(metrics, rates))
+
+
+def cmd_sweep(ns: argparse.Namespace) -> None:
+    from kinsul.config import load_config
+    from kinsul.sweeps.report import report
+    from kinsul.sweeps.run import run_sweep, study_name
+
+    study = run_sweep(ns.preset, ns.overrides, resume=ns.resume)
+    states = [t.state.name for t in study.trials]
+    print(
+        f"\nsweep '{study.study_name}': "
+        + ", ".join(f"{states.count(s)} {s.lower()}" for s in sorted(set(states)))
+    )
+    cfg = load_config(ns.preset, ns.overrides)
+    out = Path("sweeps") / study_name(ns.preset)
+    print(report(ns.preset, ns.overrides, out))
+    if cfg.tracking.enabled:
+        from kinsul import tracking
+
+        client = tracking.client(cfg.tracking.uri)
+        for path in sorted(out.glob("*.*")):  # the table and the plots, beside the trials in the MLflow UI
+            client.log_artifact(study.user_attrs["mlflow_parent_run_id"], str(path))
+    print(
+        f"\nreport: {out}/report.md and plots in {out}/  |  browse the runs: kinsul ui  (MLflow at {cfg.tracking.uri})"
+    )
+
+
+def cmd_report(ns: argparse.Namespace) -> None:
+    from kinsul.sweeps.report import report
+    from kinsul.sweeps.run import study_name
+
+    print(report(ns.preset, ns.overrides, f"sweeps/{study_name(ns.preset)}"))
+
+
+def cmd_ui(ns: argparse.Namespace) -> None:
+    """The MLflow UI on the run store. Its server and workers run in their own process group, which is stopped
+    as a whole on Ctrl-C or SIGTERM: no orphaned server keeps the port."""
+    import signal
+    import socket
+    import subprocess
+
+    cfg = _config(ns.overrides)
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", ns.port))
+        except OSError as e:
+            raise ConfigError("--port", f"port {ns.port} on 127.0.0.1 is in use ({e.strerror}): stop what holds "
+                              "it or pass another, e.g. --port 5001") from None  # fmt: skip
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    print(f"MLflow UI for {cfg.tracking.uri}: http://127.0.0.1:{ns.port}  (Ctrl-C stops it)", flush=True)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", cfg.tracking.uri, "--host", "127.0.0.1",
+           "--port", str(ns.port)]  # fmt: skip
+    server = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    code = 0
+    try:
+        code = server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:  # the whole group: the server's workers outlive their parent otherwise
+        try:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+    if code:
+        raise SystemExit(f"kinsul ui: the MLflow server exited with code {code}")
+
+
+def cmd_bench(ns: argparse.Namespace) -> None:
+    from kinsul.bench import BENCHMARKS, SLOW
+    from kinsul.bench.record import record
+    from kinsul.config.errors import unknown_name_message
+
+    names = [n for n in BENCHMARKS if n not in SLOW] if ns.names == ["all"] else ns.names
+    for name in names:
+        if name not in BENCHMARKS:
+            raise ConfigError("bench", unknown_name_message("benchmark", name, [*BENCHMARKS, "all"]))
+    for name in names:
+        result = record(name, BENCHMARKS[name](), ns.docs)
+        ok = {True: "ok", False: "MISSES GOAL", None: ""}[result.get("ok")]
+        print(f"{name}: {result['value']} {result.get('unit', '')}  (goal {result.get('goal', '-')}) {ok}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kinsul", description=__doc__)
+    sub = parser.add_subparsers(dest="verb", required=True)
+
+    def verb(name: str, fn, help: str, parent=sub) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help, description=help)
+        p.set_defaults(fn=fn)
+        return p
+
+    def overrides(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "overrides",
+            nargs="*",
+            metavar="[PRESET] KEY=VALUE",
+            help="an optional preset (ablations/NAME.yaml or a YAML path) then dot-list overrides",
+        )
+
+    overrides(verb("config", cmd_config, "print the resolved configuration"))
+
+    data = sub.add_parser("data", help="generate and inspect datasets").add_subparsers(
+        dest="data_verb", required=True
+    )
+    p = verb("generate", cmd_data_generate, "generate (or reuse) the robot and VLM datasets", data)
+    p.add_argument("--force", action="store_true", help="regenerate even if a cached dataset exists")
+    overrides(p)
+    overrides(verb("info", cmd_data_info, "summarise generated datasets", data))
+
+    world = sub.add_parser("world", help="the embedded world").add_subparsers(
+        dest="world_verb", required=True
+    )
+    p = verb("gallery", cmd_world_gallery, "render a picture of scenes with their instructions", world)
+    p.add_argument("--out", default="docs/images/world.png")
+    p.add_argument("--columns", type=int, default=4)
+    overrides(p)
+
+    p = verb(
+        "pretrain-vlm", cmd_pretrain_vlm, "pretrain the VLM backbone on the VLM data (resumes if interrupted)"
+    )
+    p.add_argument("--fresh", action="store_true", help="discard checkpoints of this config and start over")
+    overrides(p)
+
+    p = verb("train", cmd_train, "train a VLA with a strategy (strategy.name=...), logging to MLflow")
+    p.add_argument("--resume", action="store_true", help="continue the run folder's last checkpoint")
+    overrides(p)
+
+    p = verb("eval", cmd_eval, "evaluate a run folder or checkpoint; log the metrics to its MLflow run")
+    p.add_argument("target", help="a run folder (runs/NAME) or a checkpoint file")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. eval.episodes=20")
+
+    p = verb(
+        "sweep",
+        cmd_sweep,
+        "run an ablation sweep (Optuna grid or TPE search) from a preset with a `sweep:` section",
+    )
+    p.add_argument("preset", help="a sweep preset under ablations/ (e.g. quick) or a YAML path")
+    p.add_argument(
+        "--resume", action="store_true", help="finish a killed sweep: run only missing or failed trials"
+    )
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+
+    p = verb("report", cmd_report, "print (and write) the comparison table of a sweep")
+    p.add_argument("preset")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+
+    p = verb("ui", cmd_ui, "start the MLflow UI on the tracking store, bound to 127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    overrides(p)
+
+    p = verb("bench", cmd_bench, "run benchmarks and record them in docs/benchmarks.{json,md}")
+    p.add_argument("names", nargs="*", default=["all"], help="benchmark names, or 'all' (all but main_job)")
+    p.add_argument("--docs", default="docs", help="folder of benchmarks.json and benchmarks.md")
+    return parser
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Flags may come before or after the KEY=VALUE overrides (`kinsul sweep paper --resume trainer.threads=1`)."""
+    parser = build_parser()
+    ns, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(ns, "overrides") or any(a.startswith("-") for a in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        ns.overrides = [*ns.overrides, *extra]
+    return ns
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    ns = parse(argv)
+    try:
+        ns.fn(ns)
+    except ConfigError as e:
+        print(f"kinsul: configuration error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        from kinsul.data.batch import BatchShapeError
+        from kinsul.data.store import DatasetError
+        from kinsul.models.backbone import BackboneError
+        from kinsul.models.build import ShapeMismatchError
+        from kinsul.models.pretrained import PretrainedVLMNotFound
+        from kinsul.strategies.base import StrategyError
+        from kinsul.training.callbacks import CheckpointError
+
+        if isinstance(
+            e,
+            DatasetError
+            | BackboneError
+            | ShapeMismatchError
+            | PretrainedVLMNotFound
+            | StrategyError
+            | CheckpointError
+            | FileExistsError
+            | FileNotFoundError
+            | BatchShapeError,
+        ):
+            print(f"kinsul: {type(e).__name__}: {e}", file=sys.stderr)
+            return 2
+        if isinstance(e, OSError) and e.filename:  # a folder that cannot be written, a full disk: one line
+            print(f"kinsul: cannot use '{e.filename}': {e.strerror}", file=sys.stderr)
+            return 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

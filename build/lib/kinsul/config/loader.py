@@ -1,0 +1,165 @@
+"""Defaults (dataclasses) <- preset YAML (ablations/) <- CLI dot-list, validated before any work starts."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from kinsul.config.errors import ConfigError, FieldValueError, nearest, unknown_name_message
+from kinsul.config.schema import KinsulConfig
+
+T = TypeVar("T")
+PRESET_DIR = Path(__file__).resolve().parents[2] / "ablations"
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def known_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def preset_path(name: str) -> Path:
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError("preset", f"file '{path}' does not exist: expected a YAML preset file")
+        return path
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError("preset", unknown_name_message("preset", name, known_presets()))
+    return path
+
+
+def _load_preset(name: str, seen: tuple[str, ...] = ()) -> list[DictConfig]:
+    """A preset may name a ``base`` preset it refines; returns the layers, base first."""
+    path = preset_path(name)
+    try:
+        layer = OmegaConf.load(path)
+    except Exception as e:  # a YAML syntax error: say which file
+        raise ConfigError("preset", f"could not parse '{path}' as YAML: {e}") from e
+    if not isinstance(layer, DictConfig):
+        raise ConfigError(
+            "preset", f"'{path}' must hold a mapping of config keys, got {type(layer).__name__}"
+        )
+    layer.pop("sweep", None)  # a sweep preset's own section; the rest is an ordinary run preset
+    base = layer.pop("base", None)
+    if base is None:
+        return [layer]
+    if base in seen:
+        raise ConfigError("base", f"preset '{name}' inherits from itself through {' -> '.join(seen)}")
+    return [*_load_preset(str(base), (*seen, name)), layer]
+
+
+def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(item, "an override must look like key.path=value")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as e:
+        raise ConfigError(str(overrides), f"could not parse the overrides: {e}") from e
+
+
+def check_keys(layer: Any, cls: type, path: str = "") -> None:
+    """Reject keys the schema does not have, naming the full path and the nearest valid key."""
+    if not isinstance(layer, dict | DictConfig):
+        return
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in layer:
+        full = f"{path}{key}"
+        if key not in names:
+            hint = nearest(str(key), names)
+            suggestion = (
+                f"; did you mean '{path}{hint}'?" if hint else f" (valid keys under '{path or '.'}': {names})"
+            )
+            raise ConfigError(full, f"unknown key{suggestion}")
+        if _is_dataclass_type(hints[key]):
+            value = layer[key]
+            if not isinstance(value, dict | DictConfig):
+                fields = [f.name for f in dataclasses.fields(hints[key])]
+                raise ConfigError(full, f"got {value!r}, expected a mapping with keys from {fields}")
+            check_keys(value, hints[key], f"{full}.")
+
+
+def _lookup(layers: Sequence[DictConfig], key: str) -> Any:
+    value: Any = "?"
+    for layer in layers:
+        v = OmegaConf.select(layer, key, default="__missing__")
+        if v != "__missing__":
+            value = v
+    return value
+
+
+def _expected_type(schema: type, key: str) -> str | None:
+    tp: Any = schema
+    for part in key.split("."):
+        if not _is_dataclass_type(tp) or part not in _hints(tp):
+            return None
+        tp = _hints(tp)[part]
+    return getattr(tp, "__name__", None) if isinstance(tp, type) else str(tp)
+
+
+def build(cls: type[T], data: dict[str, Any], path: str = "") -> T:
+    """Instantiate nested dataclasses bottom-up so a ``__post_init__`` error carries its full key path."""
+    hints = _hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        value = data[f.name]
+        kwargs[f.name] = (
+            build(hints[f.name], value, f"{path}{f.name}.") if _is_dataclass_type(hints[f.name]) else value
+        )
+    try:
+        return cls(**kwargs)
+    except FieldValueError as e:
+        raise ConfigError(f"{path}{e.field}", f"got {e.value!r}, expected {e.expected}") from None
+
+
+def load_config(
+    preset: str | None = None, overrides: Sequence[str] = (), schema: type[T] = KinsulConfig
+) -> T:
+    layers = _load_preset(preset) if preset else []
+    if overrides:
+        layers.append(_parse_overrides(overrides))
+    for layer in layers:
+        check_keys(layer, schema)
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), *layers)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        expected = _expected_type(schema, key) or str(getattr(e, "msg", e)).splitlines()[0]
+        raise ConfigError(key, f"got {_lookup(layers, key)!r}, expected {expected}") from None
+    return build(schema, OmegaConf.to_container(merged, resolve=True))
+
+
+def to_yaml(cfg: Any) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def save_config(cfg: Any, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(to_yaml(cfg))
+    return path
+
+
+def config_hash(*parts: Any, length: int = 12) -> str:
+    """A stable hash of dataclass configs (and plain values): the cache key of generated artefacts."""
+    payload = [dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:length]

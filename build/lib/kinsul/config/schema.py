@@ -1,0 +1,39 @@
+"""The root configuration: one tree whose branches mirror the package (world, concepts, data, ...)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kinsul.config.errors import FieldValueError
+from kinsul.data.config import DataConfig
+from kinsul.models.config import ModelConfig
+from kinsul.training.config import EvalConfig, PretrainConfig, StrategyConfig, TrackingConfig, TrainerConfig
+from kinsul.world.concepts import ConceptConfig
+from kinsul.world.config import WorldConfig
+
+
+@dataclass
+class KinsulConfig:
+    world: WorldConfig = field(default_factory=WorldConfig)
+    concepts: ConceptConfig = field(default_factory=ConceptConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0  # global seed for everything that is not data generation
+
+    def __post_init__(self) -> None:
+        from kinsul.strategies import create  # the strategy and its options, checked when the config loads
+
+        create(self.strategy.name, self.strategy.options)
+        if not self.headline_tasks():
+            raise FieldValueError("eval.headline_tasks", self.eval.headline_tasks,
+                                  f"at least one task family of world.tasks {list(self.world.tasks)}")  # fmt: skip
+
+    def headline_tasks(self) -> list[str]:
+        """The task families eval/success averages: eval.headline_tasks that the world has (all when empty)."""
+        wanted = self.eval.headline_tasks
+        return [t for t in self.world.tasks if not wanted or t in wanted]

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kinsul.config.errors import check_range
+
+
+@dataclass
+class SplitSizes:
+    train: int = 0
+    validation: int = 0
+    probe: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("train", "validation", "probe"):
+            check_range(name, getattr(self, name), 0, 10_000_000)
+
+
+@dataclass
+class DataConfig:
+    """Generated datasets: robot demonstrations and VLM question answering, cached under ``root``."""
+
+    root: str = "data"  # folder for generated datasets and caches (relative to the working folder)
+    seed: int = 0  # generation seed; every episode and sample derives its own seed from it
+    chunk_size: int = 10  # action chunk horizon H of the stored action targets
+    # Episodes per split; 'probe' demonstrations target held-out concepts and are never trained on.
+    robot_episodes: SplitSizes = field(default_factory=lambda: SplitSizes(1000, 50, 100))
+    # Question/answer samples per split; 'probe' is the knowledge-retention probe.
+    vlm_samples: SplitSizes = field(default_factory=lambda: SplitSizes(50_000, 500, 1400))
+    vlm_min_objects: int = 1  # objects per VLM scene, lower bound
+    vlm_max_objects: int = 4  # objects per VLM scene, upper bound
+    loc_bins: int = 16  # localisation answers: table coordinates discretised into this many bins per axis
+    num_workers: int = 2  # generation processes
+
+    def __post_init__(self) -> None:
+        check_range("chunk_size", self.chunk_size, 1, 256)
+        check_range("vlm_min_objects", self.vlm_min_objects, 1, 6)
+        check_range("vlm_max_objects", self.vlm_max_objects, self.vlm_min_objects, 6)
+        check_range("loc_bins", self.loc_bins, 2, 100)
+        check_range("num_workers", self.num_workers, 1, 256)

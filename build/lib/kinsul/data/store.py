@@ -1,0 +1,209 @@
+"""Datasets on disk: cached by a hash of their config, written atomically, loaded with clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+from datasets import Dataset, DatasetDict, Features, load_from_disk
+from datasets.utils.logging import disable_progress_bar
+from tqdm.auto import tqdm
+
+from kinsul.config.loader import config_hash
+from kinsul.config.schema import KinsulConfig
+from kinsul.data import robot, vlm
+
+# Bump a kind's version when its generated content changes, so caches are rebuilt.
+GENERATOR_VERSION = {"robot": 2, "vlm": 1}
+META_FILE = "kinsul_meta.json"  # written last, inside the temporary folder, before the atomic rename
+SHARD = 25  # episodes / samples per work item
+MAX_SHARD_BYTES = 500 * 2**20
+
+
+class DatasetError(RuntimeError):
+    """A dataset folder that is missing, incomplete or not what kinsul expects."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    name: str
+    splits: tuple[str, ...]
+    features: Callable[[KinsulConfig], Features]
+    generate: Callable[[KinsulConfig, str, range], dict[str, list]]
+    sizes: Callable[[KinsulConfig], dict[str, int]]
+    key: Callable[[KinsulConfig], tuple]  # the config parts the content depends on
+
+    def dataset_hash(self, cfg: KinsulConfig) -> str:
+        return config_hash(self.name, GENERATOR_VERSION[self.name], *self.key(cfg))
+
+
+def _robot_key(cfg: KinsulConfig) -> tuple:
+    d = cfg.data
+    return cfg.world, cfg.concepts, d.seed, d.chunk_size, dataclasses.asdict(d.robot_episodes)
+
+
+def _vlm_key(cfg: KinsulConfig) -> tuple:
+    d = cfg.data
+    return (
+        cfg.world.image_size,
+        cfg.concepts,
+        d.seed,
+        dataclasses.asdict(d.vlm_samples),
+        d.vlm_min_objects,
+        d.vlm_max_objects,
+        d.loc_bins,
+    )
+
+
+KINDS = {
+    "robot": Kind(
+        "robot",
+        tuple(robot.ROBOT_SPLITS),
+        lambda c: robot.robot_features(c.data.chunk_size),
+        robot.generate_episodes,
+        lambda c: dataclasses.asdict(c.data.robot_episodes),
+        _robot_key,
+    ),
+    "vlm": Kind(
+        "vlm",
+        vlm.VLM_SPLITS,
+        lambda c: vlm.vlm_features(),
+        vlm.generate_samples,
+        lambda c: dataclasses.asdict(c.data.vlm_samples),
+        _vlm_key,
+    ),
+}
+
+
+def dataset_dir(cfg: KinsulConfig, kind: str) -> Path:
+    return Path(cfg.data.root) / f"{kind}-{KINDS[kind].dataset_hash(cfg)}"
+
+
+def _work(args: tuple) -> tuple[str, int, dict[str, list]]:
+    kind, cfg, split, start, stop = args
+    return split, start, KINDS[kind].generate(cfg, split, range(start, stop))
+
+
+def _clean_stale(root: Path, kind: str, digest: str) -> None:
+    for tmp in root.glob(f".tmp-{kind}-{digest}-*"):
+        pid = int(tmp.name.rsplit("-", 1)[1])
+        try:
+            os.kill(pid, 0)  # still being written by a live process: leave it alone
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def generate(cfg: KinsulConfig, kind: str, force: bool = False, progress: bool = True) -> Path:
+    """Generate (or reuse) the ``kind`` dataset for ``cfg``; returns its folder."""
+    k = KINDS[kind]
+    final = dataset_dir(cfg, kind)
+    if final.exists() and not force:
+        open_dataset(final, kind)  # a cached folder must still be sound
+        return final
+    root = final.parent
+    root.mkdir(parents=True, exist_ok=True)
+    digest = k.dataset_hash(cfg)
+    _clean_stale(root, kind, digest)
+    tmp = root / f".tmp-{kind}-{digest}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    start = time.perf_counter()
+    sizes = k.sizes(cfg)
+    jobs = [
+        (kind, cfg, s, a, min(a + SHARD, n)) for s in k.splits for n in [sizes[s]] for a in range(0, n, SHARD)
+    ]
+    parts: dict[str, list[tuple[int, dict[str, list]]]] = {s: [] for s in k.splits}
+    bar = tqdm(
+        total=sum(sizes.values()),
+        desc=f"{kind} data",
+        unit="ep" if kind == "robot" else "qa",
+        disable=not progress,
+    )
+    with ProcessPoolExecutor(cfg.data.num_workers, mp_context=get_context("fork")) as pool:
+        for split, first, cols in pool.map(_work, jobs):
+            parts[split].append((first, cols))
+            bar.update(next(j[4] - j[3] for j in jobs if j[2] == split and j[3] == first))
+    bar.close()
+    features = k.features(cfg)
+    splits = {}
+    for split in k.splits:
+        columns = {
+            name: [v for _, cols in sorted(parts[split], key=lambda p: p[0]) for v in cols[name]]
+            for name in features
+        }
+        splits[split] = Dataset.from_dict(columns, features=features)
+    disable_progress_bar()  # one bar per generation is enough
+    # explicit shard counts: datasets cannot reload an empty split saved with its default of zero shards
+    shards = {s: 1 + d.data.nbytes // MAX_SHARD_BYTES for s, d in splits.items()}
+    DatasetDict(splits).save_to_disk(str(tmp), num_shards=shards)
+    meta = {
+        "kind": kind,
+        "hash": digest,
+        "generator_version": GENERATOR_VERSION[kind],
+        "rows": {s: len(d) for s, d in splits.items()},
+        "sizes": sizes,
+        "seconds": round(time.perf_counter() - start, 2),
+        "config": {
+            "world": dataclasses.asdict(cfg.world),
+            "concepts": dataclasses.asdict(cfg.concepts),
+            "data": dataclasses.asdict(cfg.data),
+        },
+    }
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+    if final.exists():  # forced regeneration: swap in the new folder
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def open_dataset(path: str | Path, kind: str | None = None) -> DatasetDict:
+    """Load a generated dataset folder, or fail naming the folder and what it should contain."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DatasetError(
+            f"dataset folder '{path}' does not exist: expected a folder written by "
+            "`kinsul data generate` (run it first)"
+        )
+    meta_path = path / META_FILE
+    if not meta_path.is_file():
+        raise DatasetError(
+            f"dataset folder '{path}' has no {META_FILE}: it is incomplete (an interrupted "
+            "generation?) or not a kinsul dataset; delete it and run `kinsul data generate`"
+        )
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"'{meta_path}' is not valid JSON ({e}): the dataset folder is corrupt") from e
+    if kind is not None and meta.get("kind") != kind:
+        raise DatasetError(f"dataset folder '{path}' holds '{meta.get('kind')}' data, expected '{kind}' data")
+    try:
+        ds = load_from_disk(str(path))
+    except Exception as e:
+        raise DatasetError(
+            f"dataset folder '{path}' could not be loaded as a Hugging Face DatasetDict "
+            f"({type(e).__name__}: {e}): the folder is corrupt; delete it and regenerate"
+        ) from e
+    expected = set(KINDS[meta["kind"]].splits)
+    if not isinstance(ds, DatasetDict) or set(ds) != expected:
+        got = sorted(ds) if isinstance(ds, DatasetDict) else type(ds).__name__
+        raise DatasetError(f"dataset folder '{path}' has splits {got}, expected {sorted(expected)}")
+    return ds
+
+
+def load(cfg: KinsulConfig, kind: str) -> DatasetDict:
+    """The dataset for ``cfg`` (it must have been generated), with its columns checked against the schema."""
+    ds = open_dataset(dataset_dir(cfg, kind), kind)
+    features = KINDS[kind].features(cfg)
+    for split, d in ds.items():
+        if d.features != features:
+            raise DatasetError(
+                f"dataset '{dataset_dir(cfg, kind)}' split '{split}' has columns "
+                f"{d.features}, expected {features}"
+            )
+    return ds

@@ -1,0 +1,93 @@
+"""Training speed as the paper measures it: closed-loop success against training steps.
+
+``SuccessCurve`` runs a small fixed closed-loop evaluation (the same seeds every time, environments stepped in
+lockstep) every ``every`` optimizer steps and logs ``eval/success`` (and per task family) at that step. The first
+step whose success reaches ``target`` is the run's training speed, logged as ``speed/steps_to_success`` with the
+robot frames and the training wall time it took (``speed/frames_to_success``, ``speed/seconds_to_success``).
+Its state (the step reached, the curve so far) is saved in the checkpoint, so a resumed run reports the same.
+"""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+import torch
+
+from kinsul.evaluation.policies import VLAPolicy
+from kinsul.evaluation.rollouts import EpisodeSpec, rollout, summarize
+from kinsul.world.concepts import ConceptConfig
+from kinsul.world.config import WorldConfig
+
+
+def curve_specs(tasks: list[str], episodes: int, seed: int) -> list[EpisodeSpec]:
+    """The curve's fixed seed set: ``episodes`` seen-concept episodes of each family in ``tasks`` (the headline
+    families: eval/success is their pooled rate), disjoint from `kinsul eval`'s seeds (those start at eval.seed;
+    these at eval.seed + 50,000 within each family's block)."""
+    return [
+        EpisodeSpec(seed + 100_000 * f + 50_000 + i, task)
+        for f, task in enumerate(tasks)
+        for i in range(episodes)
+    ]
+
+
+class SuccessCurve(L.Callback):
+    def __init__(self, specs: list[EpisodeSpec], world: WorldConfig, concepts: ConceptConfig, every: int,
+                 target: float, execute_steps: int, frames_per_step: int, policy_args: dict):  # fmt: skip
+        self.specs, self.world, self.concepts = specs, world, concepts
+        self.every, self.target, self.execute_steps = every, target, execute_steps
+        self.frames_per_step, self.policy_args = frames_per_step, policy_args
+        self.reached_at: int | None = None
+        self.points: list[tuple[int, float]] = []
+        self.train_seconds = 0.0  # training time only: the evaluations themselves are not counted
+        self._tick = 0.0
+
+    # -- timing: wall time of training steps, evaluation excluded --------------------------------------
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._tick = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.train_seconds += time.perf_counter() - self._tick
+        step = trainer.global_step
+        if step % self.every == 0 or step >= trainer.max_steps:
+            self.measure(trainer, pl_module, step)
+
+    def on_train_start(self, trainer, pl_module):
+        if trainer.global_step == 0 and not self.points:
+            self.measure(trainer, pl_module, 0)  # the untrained expert: the curve's origin
+
+    @torch.no_grad()
+    def measure(self, trainer, pl_module, step: int) -> None:
+        if self.points and self.points[-1][0] == step:
+            return
+        vla = pl_module.vla
+        was_training = vla.training
+        policy = VLAPolicy(vla, **self.policy_args)  # puts the model in eval mode
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(step)  # the policy's flow noise: same at every run of this step
+                results = rollout(policy, self.specs, self.world, self.concepts, self.execute_steps,
+                                  batch=len(self.specs))  # fmt: skip
+        finally:
+            vla.train(was_training)
+            if was_training:
+                pl_module.on_validation_model_train()  # frozen modules back to eval mode
+        rates = summarize({"seen": results})
+        success = rates["eval/success"]["value"]
+        metrics = {k: r["value"] for k, r in rates.items()}
+        self.points.append((step, success))
+        if self.reached_at is None and success >= self.target:
+            self.reached_at = step
+            metrics.update({"speed/steps_to_success": float(step),
+                            "speed/frames_to_success": float(step * self.frames_per_step),
+                            "speed/seconds_to_success": self.train_seconds})  # fmt: skip
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+
+    def state_dict(self):
+        return {"reached_at": self.reached_at, "points": self.points, "train_seconds": self.train_seconds}
+
+    def load_state_dict(self, state):
+        self.reached_at = state["reached_at"]
+        self.points = [tuple(p) for p in state["points"]]
+        self.train_seconds = state["train_seconds"]

@@ -1,0 +1,168 @@
+"""`kinsul eval <run folder or checkpoint>`: rollouts, language following, retention and latency of a trained
+policy, printed as one table and logged to the run's MLflow entry."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kinsul.config.loader import load_config
+from kinsul.config.schema import KinsulConfig
+from kinsul.data import store
+from kinsul.data.tensors import VLMTensors, prompt_ids
+from kinsul.evaluation.artifacts import success_plot, write_gifs, write_metrics
+from kinsul.evaluation.latency import FAST_TOKENS, chunk_latency
+from kinsul.evaluation.policies import VLAPolicy
+from kinsul.evaluation.retention import retention
+from kinsul.evaluation.rollouts import evaluation_specs, rollout, summarize
+from kinsul.models import pretrained
+from kinsul.models.build import build_vla, check_data_spec
+from kinsul.strategies import create
+from kinsul.training.callbacks import load_checkpoint
+from kinsul.training.pretrain import data_spec, make_tokenizer
+from kinsul.training.train import RUN_ID_FILE, prepare
+
+
+def locate(target: str | Path) -> tuple[Path, Path]:
+    """(run folder, checkpoint) from a run folder (best, else last checkpoint) or a checkpoint file."""
+    target = Path(target)
+    if target.is_file():
+        return target.parent.parent, target
+    for name in ("best.ckpt", "last.ckpt"):
+        if (target / "checkpoints" / name).is_file():
+            return target, target / "checkpoints" / name
+    raise FileNotFoundError(f"'{target}' is neither a checkpoint file nor a run folder with "
+                            "checkpoints/best.ckpt or checkpoints/last.ckpt")  # fmt: skip
+
+
+def run_config(run_dir: Path, overrides: list[str]) -> tuple[KinsulConfig, KinsulConfig]:
+    """(the config the run trained with, that config with evaluation overrides applied)."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"run folder '{run_dir}' has no config.yaml: expected a folder made by kinsul train"
+        )
+    return load_config(str(path)), load_config(str(path), overrides)
+
+
+def evaluate(target: str | Path, overrides: list[str] = (), log: bool = True) -> dict[str, float]:
+    run_dir, ckpt = locate(target)
+    checkpoint = load_checkpoint(ckpt)  # before any work: a damaged or crafted file stops here
+    trained_cfg, cfg = run_config(run_dir, list(overrides))
+    # the checkpoint's model must fit the world it is evaluated in
+    check_data_spec(data_spec(trained_cfg), data_spec(cfg), "the evaluation world")
+    strategy = create(trained_cfg.strategy.name, trained_cfg.strategy.options)
+    vla, tok, fast = prepare(trained_cfg, strategy, progress=False)
+    state = checkpoint["state_dict"]
+    vla.load_state_dict({k.removeprefix("vla."): v for k, v in state.items() if k.startswith("vla.")})
+    vla.eval()
+    e = cfg.eval
+    metrics: dict[str, float] = {}
+    policy = VLAPolicy(vla, tok, fast, strategy.decoding, cfg.model.flow_steps, cfg.model.max_text_len,
+                       cfg.model.max_fast_len)  # fmt: skip
+    specs = evaluation_specs(list(cfg.world.tasks), e.episodes, e.seed)
+    start = time.perf_counter()
+    results = {
+        k: rollout(policy, v, cfg.world, cfg.concepts, e.execute_steps, e.batch, record=e.videos)
+        for k, v in specs.items()
+    }
+    steps = sum(r.steps for rs in results.values() for r in rs)
+    metrics["speed/rollout_steps_per_s"] = steps / (time.perf_counter() - start)
+    rates = summarize(results, cfg.headline_tasks())
+    for key, r in rates.items():
+        metrics[key] = r["value"]
+        metrics[f"{key}_n"] = float(r["n"])
+    if strategy.decoding == "fast":
+        metrics["eval/fast_invalid_chunks"] = float(policy.invalid_chunks)
+    metrics.update(_offline_errors(vla, tok, fast, strategy.decoding, trained_cfg))
+    metrics.update(_retention(vla, trained_cfg))
+    metrics.update(_latency(vla, tok, cfg))
+    out = run_dir / "eval"
+    out.mkdir(exist_ok=True)
+    files = [*write_gifs(results["seen"] + results["heldout"], out), success_plot(rates, list(cfg.world.tasks), out),
+             write_metrics(metrics, out)]  # fmt: skip
+    if log and trained_cfg.tracking.enabled and (run_dir / RUN_ID_FILE).exists():
+        # at the checkpoint's step, so evaluation points sit where training left off in MLflow's charts
+        _log(
+            trained_cfg,
+            (run_dir / RUN_ID_FILE).read_text().strip(),
+            metrics,
+            files,
+            checkpoint["global_step"],
+        )
+    return metrics, rates
+
+
+def _offline_errors(vla, tok, fast, decoding: str, cfg: KinsulConfig) -> dict[str, float]:
+    """Offline chunk errors (``kinsul.models.decoding.chunk_metrics``) with the strategy's own decoding, on
+    held-out demonstrations (validation split: val/...) and on demonstrations that target held-out concepts
+    (probe split: val/..._heldout)."""
+    from torchmetrics.aggregation import MeanMetric
+
+    from kinsul.data.tensors import RobotTensors, even_subset
+    from kinsul.models.decoding import chunk_errors
+    from kinsul.training.datamodule import FixedBatches
+
+    robot = store.load(cfg, "robot")
+    m, out = cfg.model, {}
+    for split, suffix in (("validation", ""), ("probe", "_heldout")):
+        ds = even_subset(robot[split], cfg.eval.offline_frames)
+        data = RobotTensors.from_dataset(ds, tok, fast, m.max_text_len, m.max_fast_len)
+        means = {"action_mse": MeanMetric(), "velocity_mse": MeanMetric()}
+        for i, batch in enumerate(FixedBatches(data, 64, tok.pad_id)):
+            errors, _ = chunk_errors(vla, fast, decoding, batch, m.flow_steps, m.max_fast_len, i,
+                                     samples=cfg.trainer.val_samples)  # fmt: skip
+            for key, metric in means.items():
+                metric.update(errors[key])
+        for key, metric in means.items():
+            out[f"val/{key}{suffix}"] = float(metric.compute()) if len(data) else float("nan")
+    return out
+
+
+def _retention(vla, cfg: KinsulConfig) -> dict[str, float]:
+    tok = make_tokenizer(cfg)
+    store.generate(cfg, "vlm", progress=False)
+    probe_ds = store.load(cfg, "vlm")["probe"]
+    if cfg.eval.probe_samples:
+        probe_ds = probe_ds.select(range(min(cfg.eval.probe_samples, len(probe_ds))))
+    probe = VLMTensors.from_dataset(probe_ds, tok, cfg.model.max_text_len)
+    base_cfg = dataclasses.replace(cfg.model, pretrained_path=str(pretrained.resolve(cfg)))
+    base = build_vla(base_cfg, tok, data_spec(cfg), with_expert=False)
+    return retention(vla, base, probe)
+
+
+def _latency(vla, tok, cfg: KinsulConfig) -> dict[str, float]:
+    from kinsul.data.batch import Observation
+
+    s = cfg.world.image_size
+    text = prompt_ids(tok, ["put the red square on the blue circle"], cfg.model.max_text_len)
+    obs = Observation(torch.from_numpy(np.full((1, s, s, 3), 200, np.uint8)), torch.zeros(1, 4), text,
+                      text != tok.pad_id)  # fmt: skip
+    return chunk_latency(vla, obs, cfg.model.flow_steps, FAST_TOKENS, cfg.eval.latency_repeats)
+
+
+def _log(cfg: KinsulConfig, run_id: str, metrics: dict[str, float], files: list[Path], step: int) -> None:
+    from kinsul import tracking
+
+    client = tracking.client(cfg.tracking.uri)
+    for key, value in metrics.items():
+        if np.isfinite(value):
+            client.log_metric(run_id, key, float(value), step=step)
+    for path in files:
+        client.log_artifact(run_id, str(path), artifact_path="eval")
+
+
+def format_table(metrics: dict[str, float], rates: dict[str, dict]) -> str:
+    lines = [f"{'metric':<36}{'value':>10}  {'95% CI':<16}{'episodes':>9}"]
+    for key, value in metrics.items():
+        if key.endswith("_n"):
+            continue
+        r = rates.get(key)
+        ci = f"[{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]" if r else ""
+        n = f"{r['n']}" if r else ""
+        lines.append(f"{key:<36}{value:>10.3f}  {ci:<16}{n:>9}")
+    return "\n".join(lines)

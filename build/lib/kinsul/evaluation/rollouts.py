@@ -1,0 +1,120 @@
+"""Closed-loop rollouts in KinsulWorld with action chunking, batched across environments."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from torchmetrics.aggregation import MeanMetric
+
+from kinsul.evaluation.policies import Policy
+from kinsul.world.concepts import ConceptConfig
+from kinsul.world.config import WorldConfig
+from kinsul.world.env import KinsulWorldEnv
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    seed: int
+    task: str
+    concepts: str = "seen"  # "seen" | "heldout"
+    distractors: str | None = None  # "share_attribute" for language following
+
+
+@dataclass
+class EpisodeResult:
+    spec: EpisodeSpec
+    success: bool
+    followed: bool  # the first object interacted with was the instructed one
+    steps: int
+    frames: list | None = None  # RGB frames, for the first ``record`` episodes of a rollout
+
+
+def evaluation_specs(tasks: list[str], episodes: int, seed: int) -> dict[str, list[EpisodeSpec]]:
+    """The fixed evaluation set: per task family, seen and held-out targets, and distractor scenes."""
+    out: dict[str, list[EpisodeSpec]] = {"seen": [], "heldout": [], "language": []}
+    for f, task in enumerate(tasks):
+        for i in range(episodes):
+            base = seed + 100_000 * f + i
+            out["seen"].append(EpisodeSpec(base, task, "seen"))
+            out["heldout"].append(EpisodeSpec(base + 10_000, task, "heldout"))
+            out["language"].append(EpisodeSpec(base + 20_000, task, "seen", "share_attribute"))
+    return out
+
+
+def rollout(policy: Policy, specs: list[EpisodeSpec], world: WorldConfig, concepts: ConceptConfig,
+            execute_steps: int, batch: int = 16, record: int = 0) -> list[EpisodeResult]:  # fmt: skip
+    """Run every spec to termination; the policy is queried for a chunk whenever an env has used up
+    ``execute_steps`` actions of its previous one."""
+    results: list[EpisodeResult] = []
+    envs = [KinsulWorldEnv(world, concepts) for _ in range(min(batch, len(specs)))]
+    for start in range(0, len(specs), len(envs)):
+        group = specs[start : start + len(envs)]
+        live = envs[: len(group)]
+        obs = [env.reset(seed=s.seed, options={"task": s.task, "concepts": s.concepts,
+                                                "distractors": s.distractors})[0]
+               for env, s in zip(live, group, strict=True)]  # fmt: skip
+        policy.reset(live, [s.seed for s in group])
+        frames = [[o["image"]] if start + i < record else None for i, o in enumerate(obs)]
+        done = [False] * len(group)
+        info: list[dict] = [{} for _ in group]
+        steps = [0] * len(group)
+        while not all(done):
+            active = [i for i in range(len(group)) if not done[i]]
+            chunks = policy.act([obs[i] for i in active], [live[i] for i in active])
+            for j, i in enumerate(active):
+                for t in range(min(execute_steps, chunks.shape[1])):
+                    obs[i], _, terminated, truncated, info[i] = live[i].step(chunks[j, t])
+                    steps[i] += 1
+                    if frames[i] is not None:
+                        frames[i].append(obs[i]["image"])
+                    if terminated or truncated:
+                        done[i] = True
+                        break
+        for i, s in enumerate(group):
+            followed = info[i]["first_interaction"] == info[i]["target"]
+            results.append(EpisodeResult(s, bool(info[i]["is_success"]), bool(followed), steps[i], frames[i]))
+    return results
+
+
+def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a success rate over n episodes."""
+    if n == 0:
+        return (math.nan, math.nan)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def summarize(results: dict[str, list[EpisodeResult]], headline: list[str] | None = None) -> dict[str, dict]:
+    """Rates per metric (overall and per task family), each with its episode count and Wilson interval.
+
+    The overall rates (eval/success, eval/success_heldout, eval/language_following) pool the ``headline`` task
+    families only (default: all); every family keeps its own rate."""
+
+    def counted(r: EpisodeResult) -> bool:
+        return headline is None or r.spec.task in headline
+
+    metrics: dict[str, MeanMetric] = {}
+    counts: dict[str, int] = {}
+
+    def add(key: str, value: bool) -> None:
+        metrics.setdefault(key, MeanMetric()).update(float(value))
+        counts[key] = counts.get(key, 0) + 1
+
+    for r in results.get("seen", []):
+        if counted(r):
+            add("eval/success", r.success)
+        add(f"eval/success_{r.spec.task}", r.success)
+    for r in results.get("heldout", []):
+        if counted(r):
+            add("eval/success_heldout", r.success)
+        add(f"eval/success_heldout_{r.spec.task}", r.success)
+    for r in results.get("language", []):
+        if counted(r):
+            add("eval/language_following", r.followed)
+    out = {}
+    for key, m in metrics.items():
+        p = float(m.compute())
+        out[key] = {"value": p, "n": counts[key], "ci95": wilson(p, counts[key])}
+    return out

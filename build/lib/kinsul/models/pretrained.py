@@ -1,0 +1,53 @@
+"""Where the pretrained VLM for a config lives: an explicit path, the local cache, or the shipped default."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from kinsul.config.loader import config_hash
+from kinsul.config.schema import KinsulConfig
+from kinsul.data.store import KINDS
+
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "assets" / "vlm"  # kinsul/assets/vlm/<size>-<hash>/
+META_FILE = "kinsul_vlm.json"
+TOKENIZER_FILE = "kinsul_tokenizer.json"
+
+
+class PretrainedVLMNotFound(FileNotFoundError):
+    pass
+
+
+def vlm_hash(cfg: KinsulConfig) -> str:
+    """Everything the pretrained weights depend on: model size and vocabulary, VLM data, pretraining recipe."""
+    m = cfg.model
+    return config_hash("vlm", m.size, m.fast_vocab_size, m.max_text_len, KINDS["vlm"].dataset_hash(cfg),
+                       dataclasses.asdict(cfg.pretrain) | {"threads": None, "eval_every": None,
+                                                            "checkpoint_every": None})  # fmt: skip
+
+
+def vlm_name(cfg: KinsulConfig) -> str:
+    return f"{cfg.model.size}-{vlm_hash(cfg)}"
+
+
+def cache_dir(cfg: KinsulConfig) -> Path:
+    return Path(cfg.data.root) / "vlm-models" / vlm_name(cfg)
+
+
+def resolve(cfg: KinsulConfig) -> Path:
+    """The backbone folder for ``cfg``: model.pretrained_path, else the cache, else the shipped copy."""
+    if cfg.model.pretrained_path:
+        return Path(cfg.model.pretrained_path)
+    for candidate in (cache_dir(cfg) / "model", SHIPPED_DIR / vlm_name(cfg)):
+        if (candidate / META_FILE).is_file():
+            return candidate
+    shipped = sorted(p.name for p in SHIPPED_DIR.glob("*") if p.is_dir())
+    raise PretrainedVLMNotFound(
+        f"no pretrained VLM '{vlm_name(cfg)}' in '{cache_dir(cfg)}' or the shipped copies ({shipped or 'none'}): "
+        "run `kinsul pretrain-vlm` with the same configuration, or set model.pretrained_path"
+    )
+
+
+def read_meta(path: Path) -> dict:
+    return json.loads((Path(path) / META_FILE).read_text())

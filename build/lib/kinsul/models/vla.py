@@ -1,0 +1,190 @@
+"""The VLA: backbone + action expert + the token spaces they share. No training-loop code lives here.
+
+Training runs one joint pass (``forward``); inference runs the backbone once per chunk and reuses its
+key/value cache for every Euler step of the expert (``sample_actions``) or every decoded FAST token
+(``generate_fast``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kinsul.data.batch import Observation
+from kinsul.models.expert import ActionExpert
+from kinsul.models.flow import euler_sample
+from kinsul.models.masks import joint_mask, positions
+from kinsul.models.mot import KVCache, KVView, backbone_forward, expert_forward, identity_view, joint_forward
+from kinsul.tokenizers.text import TextTokenizer
+
+
+@dataclass
+class VLAOutput:
+    suffix_logits: torch.Tensor | None  # (B, S, V): position j predicts suffix token j + 1
+    velocity: torch.Tensor | None  # (B, H, A)
+    hidden: torch.Tensor | None = (
+        None  # (B, P + S, d) the backbone's last hidden states (before the final norm)
+    )
+    n_prefix: int = 0  # P: image + text tokens at the front of ``hidden``
+
+
+class VLA(nn.Module):
+    def __init__(self, backbone: nn.Module, expert: ActionExpert | None, tokenizer: TextTokenizer):
+        super().__init__()
+        self.backbone = backbone
+        self.expert = expert
+        self.tokenizer = tokenizer
+        self.backbone_calls = 0  # prefix encodings at inference; tests check one per chunk
+        # Image normalisation, as an image processor's image_mean/std: SigLIP's default maps to [-1, 1].
+        self.register_buffer("image_mean", torch.full((1, 3, 1, 1), 0.5), persistent=False)
+        self.register_buffer("image_std", torch.full((1, 3, 1, 1), 0.5), persistent=False)
+
+    def set_image_normalization(
+        self, mean: tuple[float, float, float], std: tuple[float, float, float]
+    ) -> None:
+        self.image_mean.copy_(torch.tensor(mean).view(1, 3, 1, 1))
+        self.image_std.copy_(torch.tensor(std).view(1, 3, 1, 1))
+
+    # -- building blocks -----------------------------------------------------------------------------
+    @property
+    def lm(self) -> nn.Module:
+        return self.backbone.model.language_model
+
+    def vision_parameters(self) -> list[nn.Parameter]:
+        """The vision tower's and the projector's parameters: everything that makes image tokens."""
+        m = self.backbone.model
+        return [*m.vision_tower.parameters(), *m.multi_modal_projector.parameters()]
+
+    def image_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, 3) uint8 RGB -> (B, N_patches, d) image tokens in the decoder's embedding space."""
+        pixels = (images.permute(0, 3, 1, 2).float() / 255.0 - self.image_mean) / self.image_std
+        return self.backbone.model.get_image_features(pixel_values=pixels).pooler_output
+
+    def embed_prefix(self, obs: Observation) -> tuple[torch.Tensor, torch.Tensor]:
+        """[image tokens | text tokens] embeddings (B, P, d) and their validity (B, P)."""
+        image = self.image_tokens(obs.images)
+        text = self.lm.embed_tokens(obs.text_ids).to(image.dtype)
+        valid = torch.cat(
+            [torch.ones(image.shape[:2], dtype=torch.bool, device=image.device), obs.text_mask], 1
+        )
+        return torch.cat([image, text], dim=1), valid
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.backbone.lm_head(self.lm.norm(hidden))
+
+    # -- training: one joint pass --------------------------------------------------------------------
+    def forward(
+        self,
+        obs: Observation,
+        suffix_ids: torch.Tensor | None = None,
+        suffix_mask: torch.Tensor | None = None,
+        x_t: torch.Tensor | None = None,
+        t: torch.Tensor | None = None,
+        kv_view: KVView = identity_view,
+    ) -> VLAOutput:
+        """Backbone over [prefix | suffix tokens], expert over noisy actions ``x_t`` at time ``t``."""
+        xp, pv = self.embed_prefix(obs)
+        xb = xp if suffix_ids is None else torch.cat([xp, self.lm.embed_tokens(suffix_ids).to(xp.dtype)], 1)
+        use_expert = x_t is not None
+        if use_expert and self.expert is None:
+            raise ValueError("this VLA has no action expert (a pi0-FAST model): it cannot predict velocities")
+        n_e = self.expert.n_tokens if use_expert else 0
+        mask = joint_mask(pv, suffix_mask, n_e)
+        pos_p, pos_s, pos_e = positions(pv, suffix_mask, n_e)
+        pos_b = pos_p if pos_s is None else torch.cat([pos_p, pos_s], 1)
+        rope_b = self.lm.rotary_emb(xb, pos_b)
+        xe = rope_e = None
+        if use_expert:
+            xe = self.expert.embed(x_t, t, obs.state)
+            rope_e = self.expert.rotary(xe, pos_e)
+        hb, he = joint_forward(self.lm.layers, self.expert.layers if use_expert else None, xb, xe, rope_b, rope_e,
+                               mask, kv_view, n_prefix=xp.shape[1])  # fmt: skip
+        logits = None if suffix_ids is None else self.logits(hb[:, xp.shape[1] :])
+        return VLAOutput(logits, self.expert.head(he) if use_expert else None, hb, xp.shape[1])
+
+    # -- inference: the backbone once per chunk ------------------------------------------------------
+    def encode_prefix(self, obs: Observation) -> tuple[KVCache, torch.Tensor]:
+        self.backbone_calls += 1
+        xp, pv = self.embed_prefix(obs)
+        pos_p, _, _ = positions(pv, None, 0)
+        _, cache = backbone_forward(
+            self.lm.layers, xp, self.lm.rotary_emb(xp, pos_p), joint_mask(pv, None, 0)
+        )
+        return cache, pv
+
+    def sample_actions(
+        self, obs: Observation, noise: torch.Tensor | None = None, steps: int = 10
+    ) -> torch.Tensor:
+        """A chunk (B, H, A) by Euler integration of the expert's velocity over a cached prefix."""
+        ex = self.expert
+        if ex is None:
+            raise ValueError("this VLA has no action expert: decode actions with generate_fast")
+        cache, pv = self.encode_prefix(obs)
+        P = pv.shape[1]
+        mask = joint_mask(pv, None, ex.n_tokens)[:, P:, :]
+        _, _, pos_e = positions(pv, None, ex.n_tokens)
+        if noise is None:
+            noise = torch.randn(len(obs), ex.horizon, ex.action_dim, device=pv.device)
+
+        rope: list = []  # positions are the same at every step: rotary tables once per chunk
+
+        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            xe = ex.embed(x, t, obs.state)
+            if not rope:
+                rope.append(ex.rotary(xe, pos_e))
+            return ex.head(expert_forward(ex.layers, xe, rope[0], cache, mask))
+
+        return euler_sample(velocity, noise, steps)
+
+    def generate_fast(self, obs: Observation, max_len: int, stop_at_eos: bool = True) -> list[list[int]]:
+        """Greedy autoregressive FAST tokens after the prefix (one backbone step per token, KV-cached).
+
+        Returns FAST ids (without the vocabulary offset) per example, stopped at <eos>.
+        """
+        tok = self.tokenizer
+        cache, pv = self.encode_prefix(obs)
+        B = len(obs)
+        allowed = torch.full((tok.vocab_size,), float("-inf"), device=pv.device)
+        allowed[tok.action_offset :] = 0.0
+        allowed[tok.eos_id] = 0.0
+        current = torch.full((B, 1), tok.sep_id, dtype=torch.long, device=pv.device)
+        n_prefix = pv.sum(1, keepdim=True)
+        valid = pv
+        out = torch.empty(B, 0, dtype=torch.long, device=pv.device)
+        done = torch.zeros(B, dtype=torch.bool, device=pv.device)
+        for step in range(max_len):
+            x = self.lm.embed_tokens(current)
+            valid = torch.cat([valid, torch.ones(B, 1, dtype=torch.bool, device=pv.device)], 1)
+            rope = self.lm.rotary_emb(x, n_prefix + 1 + step)
+            h, cache = backbone_forward(self.lm.layers, x, rope, valid[:, None, :], cache)
+            nxt = (self.logits(h[:, -1]) + allowed).argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, tok.eos_id), nxt)
+            out = torch.cat([out, nxt[:, None]], 1)
+            done |= nxt == tok.eos_id
+            if stop_at_eos and done.all():
+                break
+            current = nxt[:, None]
+        result = []
+        for row in out.tolist():
+            ids = row[: row.index(tok.eos_id)] if tok.eos_id in row else row
+            result.append([i - tok.action_offset for i in ids])
+        return result
+
+
+def token_loss(logits: torch.Tensor, suffix_ids: torch.Tensor, suffix_mask: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy on the suffix: logits at j predict token j + 1 (the first is <sep>)."""
+    target = suffix_ids[:, 1:]
+    valid = suffix_mask[:, 1:]
+    return F.cross_entropy(logits[:, :-1][valid].float(), target[valid])
+
+
+def flow_loss(velocity: torch.Tensor, target: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared velocity error over the chunk; padded steps (past an episode's end) are ignored."""
+    err = (velocity.float() - target.float()).pow(2).mean(-1)
+    if pad is None:
+        return err.mean()
+    keep = (~pad).float()
+    return (err * keep).sum() / keep.sum().clamp_min(1.0)

@@ -1,0 +1,38 @@
+"""Strategies are found through the ``kinsul.strategies`` entry-point group, built-ins included."""
+
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+from kinsul.config.errors import ConfigError, FieldValueError, unknown_name_message
+from kinsul.strategies.base import Strategy, StrategyError, validate
+
+GROUP = "kinsul.strategies"
+
+
+def available() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def create(name: str, options: dict[str, Any] | None = None) -> Strategy:
+    eps = available()
+    if name not in eps:
+        raise ConfigError("strategy.name", unknown_name_message("strategy", name, eps))
+    ep = eps[name]
+    source = f"strategy '{name}' (entry point {ep.value})"
+    try:
+        factory = ep.load()
+    except Exception as e:
+        raise StrategyError(f"{source} could not be imported: {type(e).__name__}: {e}") from e
+    if not callable(factory):
+        raise StrategyError(f"{source} is not callable: expected a factory (options: dict) -> Strategy")
+    try:
+        strategy = factory(dict(options or {}))
+    except FieldValueError as e:
+        key = e.field.removeprefix("options.")  # every factory argument is one of strategy.options
+        raise ConfigError(f"strategy.options.{key}", f"got {e.value!r}, expected {e.expected}") from None
+    except Exception as e:  # a plugin's own bug: name the plugin and where it lives, not a traceback
+        raise StrategyError(f"{source} failed to build with options {dict(options or {})}: "
+                            f"{type(e).__name__}: {e}") from e  # fmt: skip
+    return validate(strategy, source)

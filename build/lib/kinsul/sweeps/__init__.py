@@ -1,0 +1,1 @@
+"""Ablation sweeps: Optuna studies over strategies and config values, MLflow parent/child runs, reports."""

@@ -1,0 +1,137 @@
+"""The sweep report's figures (PNG, matplotlib Agg): learning curves, retention, success seen vs held-out, and
+training speed against knowledge retention. Each takes the finished trials grouped by strategy."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+@dataclass
+class TrialRun:
+    """One finished trial as read back from MLflow."""
+
+    metrics: dict[str, float]
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (step, val/velocity_mse) during training
+    max_steps: int = 0
+    success_curve: list[tuple[int, float]] = field(
+        default_factory=list
+    )  # (step, eval/success) during training
+
+
+def _stats(runs: list[TrialRun], key: str) -> tuple[float, float]:
+    vals = [r.metrics[key] for r in runs if key in r.metrics and not math.isnan(r.metrics[key])]
+    if not vals:
+        return math.nan, 0.0
+    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
+
+
+def _colours(strategies: list[str]) -> dict[str, tuple]:
+    cmap = plt.get_cmap("tab10")
+    return {s: cmap(i % 10) for i, s in enumerate(strategies)}
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _curves(groups: dict[str, list[TrialRun]], attr: str, ax) -> None:
+    colours = _colours(list(groups))
+    for strategy, runs in groups.items():
+        for i, run in enumerate(runs):  # one line per seed, one legend entry per strategy
+            points = getattr(run, attr)
+            if points:
+                steps, values = zip(*points, strict=True)
+                ax.plot(steps, values, marker="o", ms=3, color=colours[strategy],
+                        label=strategy if i == 0 else None, alpha=0.9 if len(runs) == 1 else 0.6)  # fmt: skip
+    ax.set_xlabel("training step")
+    ax.legend(fontsize=7, ncol=2)
+
+
+def learning_curves(groups: dict[str, list[TrialRun]], out: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    _curves(groups, "curve", ax)
+    ax.set_ylabel("val/velocity_mse")
+    ax.set_title("expected-chunk velocity error during training")
+    return _save(fig, out / "learning_curves.png")
+
+
+def success_curves(groups: dict[str, list[TrialRun]], out: Path) -> Path:
+    """Training speed as the paper plots it: closed-loop success (the fixed curve seed set) against steps."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    _curves(groups, "success_curve", ax)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("eval/success (curve seed set)")
+    ax.set_title("closed-loop success against training steps")
+    return _save(fig, out / "success_curves.png")
+
+
+def _bars(ax, groups, keys_labels, ylabel):
+    names = list(groups)
+    width = 0.8 / len(keys_labels)
+    for j, (key, label) in enumerate(keys_labels):
+        stats = [_stats(groups[s], key) for s in names]
+        xs = [i + (j - (len(keys_labels) - 1) / 2) * width for i in range(len(names))]
+        ax.bar(xs, [0 if math.isnan(m) else m for m, _ in stats], width, yerr=[s for _, s in stats],
+               capsize=3, label=label)  # fmt: skip
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+
+
+def retention_bars(groups: dict[str, list[TrialRun]], out: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    _bars(ax, groups, [("eval/retention", "retention")], "probe accuracy / pretrained VLM's")
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_title("knowledge retention (mean ± std over seeds)")
+    return _save(fig, out / "retention.png")
+
+
+def success_bars(groups: dict[str, list[TrialRun]], out: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    _bars(ax, groups, [("eval/success", "seen concepts"), ("eval/success_heldout", "held-out concepts")],
+          "closed-loop success rate")  # fmt: skip
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title("success: seen vs held-out targets (mean ± std over seeds)")
+    return _save(fig, out / "success.png")
+
+
+def speed_vs_retention(groups: dict[str, list[TrialRun]], out: Path) -> Path:
+    """One point per row (strategy and swept setting): mean +- std over seeds of the steps until closed-loop
+    success first reached trainer.success_target (a seed that never reached it counts at its budget: hollow
+    marker, the speed is 'more than max_steps') against knowledge retention."""
+    colours = _colours(list(groups))
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for label, runs in groups.items():
+        xs = [r.metrics.get("speed/steps_to_success", r.max_steps) for r in runs]
+        ys = [r.metrics.get("eval/retention", math.nan) for r in runs]
+        reached = all("speed/steps_to_success" in r.metrics for r in runs)
+        sx = statistics.stdev(xs) if len(xs) > 1 else 0.0
+        ys_ok = [y for y in ys if not math.isnan(y)]
+        y = statistics.fmean(ys_ok) if ys_ok else math.nan
+        sy = statistics.stdev(ys_ok) if len(ys_ok) > 1 else 0.0
+        ax.errorbar([statistics.fmean(xs)], [y], xerr=[sx], yerr=[sy], fmt="o", ms=7, capsize=3,
+                    color=colours[label], mfc=colours[label] if reached else "none", label=label)  # fmt: skip
+    ax.set_xlabel("steps to target success (hollow: some seed did not reach it within the budget)")
+    ax.set_ylabel("knowledge retention")
+    ax.set_title("training speed vs retention (mean ± std over seeds)")
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, out / "speed_vs_retention.png")
+
+
+def all_plots(groups: dict[str, list[TrialRun]], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    return [
+        f(groups, out)
+        for f in (learning_curves, success_curves, retention_bars, success_bars, speed_vs_retention)
+    ]

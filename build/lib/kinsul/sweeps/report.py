@@ -1,0 +1,153 @@
+"""`kinsul report PRESET`: one table, rows = strategies, mean ± std over seeds, read back from MLflow with its
+client; plots next to it; for a search, the trials ranked by the objective (from the Optuna study)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from pathlib import Path
+
+import optuna
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from kinsul import tracking
+from kinsul.config.loader import load_config
+from kinsul.evaluation.rollouts import wilson
+from kinsul.sweeps.plots import TrialRun, all_plots
+from kinsul.sweeps.run import SWEEP_TAG, storage, study_name
+from kinsul.sweeps.spec import PRUNE_METRIC, SweepSpec, load_sweep
+
+COLUMNS = [
+    ("speed/steps_to_success", "steps to success"),
+    ("speed/frames_to_success", "robot frames to success"),
+    ("speed/seconds_to_success", "train s to success"),
+    ("val/velocity_mse", "velocity mse"),
+    ("eval/success", "success"),
+    ("eval/success_heldout", "success held-out"),
+    ("eval/language_following", "language following"),
+    ("eval/retention", "retention"),
+]
+# Chunk latency is not a column: one timing per trial is noise on a shared CPU. `kinsul bench chunk_latency`
+# times both decodings interleaved (docs/benchmarks.md).
+
+
+def _fmt(values: list[float | None]) -> str:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return "–"
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:.3g} ± {std:.2g}"
+
+
+def _history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
+    """``key`` per step as training logged it. `kinsul eval` logs its metrics afterwards (eval/retention among
+    them, which training never logs), at the checkpoint's step: points from then on are not training's."""
+    evaluated = [m.timestamp for m in client.get_metric_history(run_id, "eval/retention")]
+    cutoff = min(evaluated) if evaluated else float("inf")
+    points: dict[int, float] = {}
+    for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.timestamp):
+        if m.timestamp < cutoff:
+            points.setdefault(m.step, m.value)
+    return sorted(points.items())
+
+
+def _pooled_ci(runs: list[TrialRun]) -> str:
+    """Success over every episode of a row's trials, with its 95 % Wilson interval."""
+    n = sum(r.metrics.get("eval/success_n", 0) for r in runs)
+    if not n:
+        return "–"
+    p = sum(r.metrics.get("eval/success", 0) * r.metrics.get("eval/success_n", 0) for r in runs) / n
+    lo, hi = wilson(p, int(n))
+    return f"{p:.2f} [{lo:.2f}, {hi:.2f}] (n={int(n)})"
+
+
+def group_keys(spec: SweepSpec) -> list[str]:
+    """The swept keys besides strategy and seed: a row per combination (e.g. strategy.options.kv_alpha)."""
+    return [k for k in spec.grid if k not in ("strategy.name", "seed")]
+
+
+def collect(preset: str, overrides: list[str], spec: SweepSpec) -> dict[str, list[TrialRun]]:
+    """Finished child runs of the sweep, grouped by strategy and every other swept key except the seed:
+    {row label: [one TrialRun per seed/trial]}. A sweep with none fails, saying so."""
+    cfg = load_config(preset, list(overrides))
+    keys = group_keys(spec)
+    missing = FileNotFoundError(f"sweep '{study_name(preset)}' has no finished trials in {cfg.tracking.uri}: run "
+                                f"`kinsul sweep {preset}` first, from the folder that holds its stores")  # fmt: skip
+    db = cfg.tracking.uri.removeprefix("sqlite:///")
+    if db != cfg.tracking.uri and not Path(db).is_file():  # reading must not create an empty store
+        raise missing
+    client = tracking.client(cfg.tracking.uri)
+    exp = client.get_experiment_by_name(cfg.tracking.experiment)
+    if exp is None:
+        raise missing
+    query = f"tags.`{SWEEP_TAG}` = '{study_name(preset)}' and attributes.status = 'FINISHED'"
+    groups: dict[str, list[TrialRun]] = {}
+    for run in client.search_runs([exp.experiment_id], query, max_results=10_000):
+        if run.data.tags.get("kinsul.role") == "parent":
+            continue
+        max_steps = int(run.data.params.get("trainer.max_steps", 0))
+        run_id = run.info.run_id
+        label = " ".join([run.data.tags.get("strategy", "?"),
+                          *(f"{k.rsplit('.', 1)[-1]}={run.data.params.get(k, '–')}" for k in keys)])  # fmt: skip
+        groups.setdefault(label, []).append(
+            TrialRun(run.data.metrics, _history(client, run_id, "val/velocity_mse"), max_steps,
+                     _history(client, run_id, "eval/success"))
+        )  # fmt: skip
+    if not groups:
+        raise missing
+    return dict(sorted(groups.items()))
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def trials_table(spec: SweepSpec, preset: str) -> str:
+    """A search's trials: completed ones best first, then pruned ones (their value is the validation error
+    where they stopped, not comparable with a completed trial's objective), then the rest."""
+    study = optuna.load_study(study_name=study_name(preset), storage=storage(spec))
+    keys = list(spec.search or spec.grid)
+    order = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1}
+    sign = -1 if spec.direction == "maximize" else 1
+    trials = sorted(
+        study.trials, key=lambda t: (order.get(t.state, 2), t.value is None, sign * (t.value or 0))
+    )
+
+    def value(t) -> str:
+        if t.value is None:
+            return "–"
+        if t.state == TrialState.PRUNED and t.intermediate_values:
+            return f"{PRUNE_METRIC} {t.value:.4g} at step {max(t.intermediate_values)}"
+        return f"{t.value:.4g}"
+
+    rows = [[str(t.number), t.state.name, *(f"{t.params[k]:.4g}" if isinstance(t.params.get(k), float)
+                                             else str(t.params.get(k, "–")) for k in keys), value(t)]
+            for t in trials]  # fmt: skip
+    return _markdown(["trial", "state", *keys, spec.objective], rows)
+
+
+def report(preset: str, overrides: list[str] = (), out_dir: str | Path | None = None) -> str:
+    """The comparison table (returned); with ``out_dir`` also report.md/.csv and the PNG plots there."""
+    spec = load_sweep(preset, list(overrides))
+    groups = collect(preset, overrides, spec)
+    search = spec.kind == "search"
+    # a grid averages a strategy over its seeds; a search over its trials (see the trials table for each)
+    header = ["strategy", "trials" if search else "seeds", *(label for _, label in COLUMNS),
+              "success pooled, 95% CI"]  # fmt: skip
+    rows = [[s, str(len(runs)), *(_fmt([r.metrics.get(key) for r in runs]) for key, _ in COLUMNS), _pooled_ci(runs)]
+            for s, runs in groups.items()]  # fmt: skip
+    text = _markdown(header, rows)
+    if search:
+        text += "\n\n" + trials_table(spec, preset)
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.md").write_text(text + "\n")
+        with open(out / "report.csv", "w", newline="") as f:
+            csv.writer(f).writerows([header, *rows])
+        all_plots(groups, out)
+    return text

@@ -1,0 +1,247 @@
+"""`kinsul sweep PRESET`: an Optuna study over the preset's grid or search space; each trial trains and evaluates
+through the same code as `kinsul train` / `kinsul eval`, as an MLflow child run of the sweep's parent run."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from filelock import FileLock
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from kinsul import tracking
+from kinsul.config.loader import load_config
+from kinsul.sweeps.spec import PRUNE_METRIC, SweepSpec, load_sweep
+from kinsul.training.config import TrackingConfig
+
+SWEEP_TAG = "kinsul.sweep"
+DONE = (TrialState.COMPLETE, TrialState.PRUNED)  # a pruned trial is a result, not a gap to fill
+SKIPPED = (
+    "kinsul.skipped"  # user attr of a trial ended unrun (a duplicate grid point): neither result nor gap
+)
+
+
+def study_name(preset: str) -> str:
+    return Path(preset).stem
+
+
+def storage(spec: SweepSpec) -> optuna.storages.RDBStorage:
+    return optuna.storages.RDBStorage(spec.storage, heartbeat_interval=spec.heartbeat_s,
+                                      grace_period=2 * spec.heartbeat_s)  # fmt: skip
+
+
+def setup_lock(storage_url: str, tracking_uri: str) -> FileLock:
+    """One lock for a sweep's set-up: several workers started at the same instant on fresh stores would race to
+    create the MLflow and Optuna schemas, the experiment, the parent run and the grid's queue. Beside the sqlite
+    file when there is one (every worker on this machine sees it); otherwise keyed by the two URLs in the temp
+    folder, which covers workers on one machine (servers run their own migrations in transactions)."""
+    for url in (storage_url, tracking_uri):
+        if url.startswith("sqlite:///"):
+            return FileLock(f"{url.removeprefix('sqlite:///')}.setup.lock")
+    key = hashlib.sha1(f"{storage_url}|{tracking_uri}".encode()).hexdigest()[:16]
+    return FileLock(Path(tempfile.gettempdir()) / f"kinsul-sweep-{key}.lock")
+
+
+def parent_run(client: MlflowClient, tracking: TrackingConfig, name: str) -> str:
+    """The sweep's MLflow run (created once; a resumed sweep keeps logging to it)."""
+    exp = client.get_experiment_by_name(tracking.experiment)
+    exp_id = (
+        exp.experiment_id
+        if exp
+        else client.create_experiment(tracking.experiment, tracking.artifact_location())
+    )
+    found = client.search_runs([exp_id], f"tags.`{SWEEP_TAG}` = '{name}' and tags.`kinsul.role` = 'parent'")
+    if found:
+        return found[0].info.run_id
+    return client.create_run(
+        exp_id, run_name=f"sweep-{name}", tags={SWEEP_TAG: name, "kinsul.role": "parent"}
+    ).info.run_id
+
+
+def finished(study: optuna.Study, spec: SweepSpec) -> bool:
+    done = study.get_trials(deepcopy=False, states=DONE)
+    if spec.kind == "search":
+        return len(done) >= spec.n_trials
+    done_points = [t.params for t in done]
+    return all(p in done_points for p in spec.points())
+
+
+def _mark_killed(
+    client: MlflowClient, study: optuna.Study, name: str, runs_dir: Path, by_values: bool
+) -> None:
+    """A worker that died (SIGKILL, a stopped session) left its trial's MLflow child run RUNNING: mark it KILLED
+    with the reason, so the UI does not show it as live. Its run folder holds the run's id."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        # by its values, or by trial number (how sweeps named grid runs before they were named by values)
+        names = {child_name(name, t.params, t.number, by_values), child_name(name, t.params, t.number, False)}
+        id_files = [
+            runs_dir / n / "mlflow_run_id"
+            for n in sorted(names)
+            if (runs_dir / n / "mlflow_run_id").is_file()
+        ]
+        if not id_files:
+            continue
+        run_id = id_files[0].read_text().strip()
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_tag(
+                run_id, "error", f"its sweep worker died (Optuna trial {t.number} had no heartbeat)"
+            )
+            client.set_terminated(run_id, "KILLED")
+
+
+def _requeue(study: optuna.Study, spec: SweepSpec) -> None:
+    """Resume: fail the trials of dead workers, then queue what is missing. A grid queues every point that is
+    neither done, running nor queued (the grid sampler counts failed points as visited); a search queues the
+    parameters of its failed trials again. Every worker then pops the queue first."""
+    optuna.storages.fail_stale_trials(study)
+    live = (*DONE, TrialState.RUNNING, TrialState.WAITING)
+    taken = [t.system_attrs.get("fixed_params", t.params) for t in study.get_trials(states=live)]
+    if spec.kind == "grid":
+        missing = spec.points()
+    else:
+        missing = [t.params for t in study.get_trials(states=(TrialState.FAIL,))]
+    for point in missing:
+        if point not in taken:
+            study.enqueue_trial(point, skip_if_exists=False)
+            taken.append(point)
+
+
+def run_sweep(preset: str, overrides: list[str] = (), resume: bool = False) -> optuna.Study:
+    overrides = list(overrides)
+    # heartbeats and fail_stale_trials are marked experimental; they are what makes shared resume safe
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    spec = load_sweep(preset, overrides)  # every value the sweep may set is validated before any trial
+    base = load_config(preset, overrides)
+    name = study_name(preset)
+    client = tracking.client(base.tracking.uri)
+    with setup_lock(spec.storage, base.tracking.uri):
+        parent = parent_run(client, base.tracking, name)
+        store = storage(spec)
+        exists = name in {s.study_name for s in optuna.get_all_study_summaries(store)}
+        study = optuna.create_study(study_name=name, storage=store, sampler=spec.sampler(base.seed),
+                                    pruner=spec.make_pruner(), direction=spec.direction, load_if_exists=True)  # fmt: skip
+        study.set_user_attr("mlflow_parent_run_id", parent)
+        if exists and not resume:
+            if finished(study, spec):
+                return study  # finished earlier: nothing to run, the caller reports
+            raise FileExistsError(
+                f"study '{name}' in {spec.storage} is unfinished: pass --resume to finish it"
+            )
+        if resume:
+            _requeue(study, spec)
+            _mark_killed(client, study, name, Path(base.trainer.runs_dir), spec.kind == "grid")
+    objective = Objective(
+        preset, overrides, spec, name, parent, client, queue_only=resume and spec.kind == "grid"
+    )
+    if spec.kind == "grid":
+        # A fresh grid runs every point; resumed workers pop the shared queue until it is empty.
+        queued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        n_trials = queued if resume else len(spec.points())  # a resumed worker runs at most the queue
+        callbacks = [_stop_when_queue_empty] if resume else []
+        if n_trials:
+            study.optimize(objective, n_trials=n_trials, catch=(Exception,), callbacks=callbacks,
+                           show_progress_bar=True)  # fmt: skip
+    else:
+        # Queued (failed) trials run first; MaxTrialsCallback stops every worker once enough are done.
+        remaining = spec.n_trials - len(study.get_trials(deepcopy=False, states=DONE))
+        if remaining > 0:
+            study.optimize(objective, n_trials=remaining, catch=(Exception,), show_progress_bar=True,
+                           callbacks=[optuna.study.MaxTrialsCallback(spec.n_trials, states=DONE)])  # fmt: skip
+    if finished(study, spec):
+        client.set_terminated(parent, "FINISHED")
+    return study
+
+
+def child_name(sweep: str, params: dict[str, Any], number: int, by_values: bool) -> str:
+    """A trial's run name: a grid point's by its values (strategy, other swept values, seed: `paper-ki-s0`,
+    `continuum_alpha-ki-kv_alpha0.1-s2`), stable across resumes; a search's by its trial number."""
+    if not by_values:
+        return f"{sweep}-t{number:03d}"
+    parts = [str(params["strategy.name"])] if "strategy.name" in params else []
+    parts += [f"{k.rsplit('.', 1)[-1]}{v}" for k, v in params.items() if k not in ("strategy.name", "seed")]
+    if "seed" in params:
+        parts.append(f"s{params['seed']}")
+    return "-".join([sweep, *parts]).replace("/", "_")
+
+
+class Objective:
+    """One trial: `kinsul train` with the trial's values as overrides, then `kinsul eval` of its best checkpoint."""
+
+    def __init__(self, preset: str, overrides: list[str], spec: SweepSpec, name: str, parent: str,
+                 client: MlflowClient, queue_only: bool = False):  # fmt: skip
+        self.preset, self.overrides, self.spec, self.name = preset, overrides, spec, name
+        self.parent, self.client, self.queue_only = parent, client, queue_only
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        from kinsul.evaluation import evaluate as evaluate_lib
+        from kinsul.sweeps.pruning import TrialReport
+        from kinsul.training.train import RUN_ID_FILE, train
+
+        if self.queue_only and "fixed_params" not in trial.system_attrs:
+            # Another worker popped the last queued point between our queue check and this trial: the grid
+            # sampler made up a new one, a duplicate. End it unrun and stop this worker.
+            trial.set_user_attr(SKIPPED, "the queue was emptied by another worker")
+            trial.study.stop()
+            raise optuna.TrialPruned("not a queued grid point")
+        params = self.spec.suggest(trial)
+        run = child_name(self.name, params, trial.number, self.spec.kind == "grid")
+        cfg = load_config(self.preset, [*self.overrides, *(f"{k}={v}" for k, v in params.items()),
+                                        f"trainer.run_name={run}", f"tracking.parent_run_id={self.parent}"])  # fmt: skip
+        trial.set_user_attr("strategy", cfg.strategy.name)
+        trial.set_user_attr("seed", cfg.seed)
+        run_dir = Path(cfg.trainer.runs_dir) / run
+        id_file = run_dir / RUN_ID_FILE
+        reporter = TrialReport(trial)
+        run_id = None  # the child run's MLflow id, once training has written it
+        # A grid point's run folder is named by its values, so a point requeued after its worker died (a killed
+        # session) continues that run from its last checkpoint, in the same MLflow child run.
+        resumed = (run_dir / "checkpoints" / "last.ckpt").is_file()
+        try:
+            try:
+                train(cfg, resume=resumed, progress=False, callbacks=[reporter])
+                metrics = (
+                    evaluate_lib.evaluate(run_dir)[0] if self.spec.evaluate else {PRUNE_METRIC: reporter.last}
+                )
+            finally:
+                run_id = id_file.read_text().strip() if id_file.exists() else None
+                if run_id:
+                    self._tag_child(run_id, trial, params, resumed)
+        except optuna.TrialPruned as e:
+            if run_id:
+                self.client.set_tag(run_id, "pruned", str(e))
+                self.client.set_terminated(run_id, "KILLED")
+            raise
+        except BaseException as e:
+            if run_id:
+                self.client.set_tag(run_id, "error", f"{type(e).__name__}: {e}"[:5000])
+                self.client.set_terminated(run_id, "FAILED")
+            raise
+        for key, value in metrics.items():
+            trial.set_user_attr(key, value)
+        if self.spec.objective not in metrics:
+            raise KeyError(f"sweep.objective '{self.spec.objective}' is not a metric of this trial's evaluation; "
+                           f"available: {sorted(metrics)}")  # fmt: skip
+        return metrics[self.spec.objective]  # NaN: Optuna marks the trial FAIL
+
+    def _tag_child(self, run_id: str, trial: optuna.Trial, params: dict[str, Any], resumed: bool) -> None:
+        trial.set_user_attr("mlflow_run_id", run_id)
+        if resumed:  # the earlier attempt's failure is history now: keep it under another name
+            run = self.client.get_run(run_id)
+            if "error" in run.data.tags:
+                self.client.set_tag(run_id, "previous_error", run.data.tags["error"])
+                self.client.delete_tag(run_id, "error")
+            self.client.set_tag(run_id, "kinsul.resumed", "true")
+        self.client.set_tag(run_id, SWEEP_TAG, self.name)
+        self.client.set_tag(run_id, "kinsul.trial", str(trial.number))
+        for key, value in params.items():
+            self.client.set_tag(run_id, f"sweep.{key}", str(value))
+
+
+def _stop_when_queue_empty(study: optuna.Study, _trial) -> None:
+    if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        study.stop()

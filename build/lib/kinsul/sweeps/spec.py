@@ -1,0 +1,168 @@
+"""A sweep preset is a run preset (ablations/NAME.yaml) with a `sweep:` section: either a grid over config keys
+(Optuna's GridSampler, every point once) or a search over ranges (TPE, `n_trials` trials), the objective, optional
+pruning on validation, and where the study lives."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from omegaconf import OmegaConf
+
+from kinsul.config.errors import ConfigError, FieldValueError, check_choice, check_range
+from kinsul.config.loader import load_config, preset_path
+from kinsul.strategies import create
+
+PRUNE_METRIC = "val/velocity_mse"  # what the pruner compares between trials (lower is better; grounded)
+
+
+@dataclass
+class SearchDim:
+    """One searched config value: a range (`low`, `high`, optional `log`, `int`) or a list of `choices`."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False  # sample the range on a log scale (learning rates)
+    int: bool = False  # integer values
+    choices: list[Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.choices is not None:
+            if (
+                self.low is not None
+                or self.high is not None
+                or not isinstance(self.choices, list)
+                or not self.choices
+            ):
+                raise FieldValueError("choices", self.choices, "a non-empty list, without low/high")
+            return
+        if self.low is None or self.high is None or not self.low < self.high:
+            raise FieldValueError("low/high", (self.low, self.high), "both set, low < high (or `choices`)")
+        if self.log and self.low <= 0:
+            raise FieldValueError("low", self.low, "> 0 with log: true")
+
+    def suggest(self, trial: optuna.Trial, key: str) -> Any:
+        if self.choices is not None:
+            return trial.suggest_categorical(key, self.choices)
+        if self.int:
+            return trial.suggest_int(key, int(self.low), int(self.high), log=self.log)
+        return trial.suggest_float(key, float(self.low), float(self.high), log=self.log)
+
+    def extremes(self) -> list[Any]:
+        """Values that must all build a valid config (checked before any trial runs)."""
+        if self.choices is not None:
+            return list(self.choices)
+        cast = int if self.int else float
+        return [cast(self.low), cast(self.high)]
+
+
+@dataclass
+class SweepSpec:
+    grid: dict[str, list[Any]] = field(default_factory=dict)  # config key -> values (full product)
+    search: dict[str, SearchDim] = field(default_factory=dict)  # config key -> range or choices (TPE)
+    n_trials: int = 0  # search only: trials to complete (pruned ones count)
+    startup_trials: int = 5  # search only: random trials before TPE models the objective
+    objective: str = "eval/success"  # trial value: a metric of `kinsul eval`
+    direction: str = "maximize"
+    pruner: str = "none"  # none | median: stop a trial whose val/velocity_mse is worse than the median so far
+    prune_warmup_steps: int = 0  # no pruning before this training step
+    storage: str = "sqlite:///optuna.db"  # any Optuna RDB URL; share it between workers to split the work
+    heartbeat_s: int = 30  # a RUNNING trial without a heartbeat for 2x this long is failed on --resume
+    evaluate: bool = True  # run `kinsul eval` on every trial (the objective needs it)
+
+    def __post_init__(self) -> None:
+        check_choice("direction", self.direction, ["maximize", "minimize"])
+        check_choice("pruner", self.pruner, ["none", "median"])
+        check_range("heartbeat_s", self.heartbeat_s, 1, 86_400)
+        check_range("startup_trials", self.startup_trials, 0, 100_000)
+        check_range("prune_warmup_steps", self.prune_warmup_steps, 0, 10_000_000)
+        if bool(self.grid) == bool(self.search):
+            raise FieldValueError("grid/search", (self.grid, self.search),
+                                  "exactly one of `grid` (values to cross) or `search` (ranges for TPE)")  # fmt: skip
+        if self.search:
+            check_range("n_trials", self.n_trials, 1, 1_000_000)
+        if self.pruner != "none" and self.direction != "minimize":
+            # Optuna's pruners rank intermediate values in the study's direction; ours are val/velocity_mse.
+            raise FieldValueError("pruner", self.pruner,
+                                  f"'none' unless direction is 'minimize' (the pruner compares {PRUNE_METRIC})")  # fmt: skip
+
+    @property
+    def kind(self) -> str:
+        return "grid" if self.grid else "search"
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every grid point (empty for a search)."""
+        if not self.grid:
+            return []
+        keys = list(self.grid)
+        return [dict(zip(keys, values, strict=True)) for values in itertools.product(*self.grid.values())]
+
+    def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        if self.grid:
+            return optuna.samplers.GridSampler(self.grid, seed=seed)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.startup_trials)
+
+    def make_pruner(self) -> optuna.pruners.BasePruner:
+        if self.pruner == "median":
+            return optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=self.prune_warmup_steps)
+        return optuna.pruners.NopPruner()
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        if self.grid:
+            return {k: trial.suggest_categorical(k, v) for k, v in self.grid.items()}
+        return {k: dim.suggest(trial, k) for k, dim in self.search.items()}
+
+
+def load_sweep(preset: str, overrides: list[str] = ()) -> SweepSpec:
+    """Read the `sweep:` section and check every value it may set builds a valid config, before any trial runs."""
+    raw = OmegaConf.to_container(OmegaConf.load(preset_path(preset)))
+    section = raw.get("sweep")
+    if not isinstance(section, dict):
+        raise ConfigError(
+            "sweep", f"preset '{preset}' has no `sweep:` section (grid or search, objective, ...)"
+        )
+    section = dict(section)
+    search = section.pop("search", None) or {}
+    if not isinstance(search, dict):
+        raise ConfigError("sweep.search", f"got {search!r}, expected a mapping of config keys to ranges")
+    dims = {}
+    for key, dim in search.items():
+        try:
+            dims[key] = SearchDim(**dim) if isinstance(dim, dict) else SearchDim(choices=dim)
+        except TypeError as e:
+            raise ConfigError(
+                f"sweep.search.{key}", f"{e}; valid keys: {list(SearchDim.__dataclass_fields__)}"
+            ) from None
+        except FieldValueError as e:
+            raise ConfigError(
+                f"sweep.search.{key}.{e.field}", f"got {e.value!r}, expected {e.expected}"
+            ) from None
+    try:
+        spec = SweepSpec(**section, search=dims)
+    except TypeError as e:
+        raise ConfigError("sweep", f"{e}; valid keys: {list(SweepSpec.__dataclass_fields__)}") from None
+    except FieldValueError as e:
+        raise ConfigError(f"sweep.{e.field}", f"got {e.value!r}, expected {e.expected}") from None
+    values = dict(spec.grid)
+    for key, v in values.items():
+        if not isinstance(v, list) or not v:
+            raise ConfigError(f"sweep.grid.{key}", f"got {v!r}, expected a non-empty list of values")
+    values.update({k: dim.extremes() for k, dim in spec.search.items()})
+    for key, vs in values.items():
+        for value in vs:
+            cfg = load_config(preset, [*overrides, f"{key}={value}"])  # unknown keys / bad values fail here
+            if key == "strategy.name":
+                create(cfg.strategy.name, cfg.strategy.options)
+    base = load_config(preset, list(overrides))
+    if spec.objective.split("/")[0] not in ("eval", "val", "speed"):
+        raise ConfigError("sweep.objective", f"got '{spec.objective}', expected a metric of `kinsul eval` "
+                                             "(eval/..., val/... or speed/...)")  # fmt: skip
+    if spec.evaluate is False and spec.objective != PRUNE_METRIC:
+        raise ConfigError("sweep.objective", f"'{spec.objective}' needs evaluate: true (only {PRUNE_METRIC} comes "
+                                             "from training)")  # fmt: skip
+    if spec.pruner != "none" and base.trainer.val_every >= base.trainer.max_steps:
+        raise ConfigError("trainer.val_every", f"{base.trainer.val_every} >= trainer.max_steps: pruning needs "
+                                               "validations during training")  # fmt: skip
+    return spec

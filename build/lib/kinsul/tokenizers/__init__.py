@@ -1,0 +1,1 @@
+"""Tokenizers: the world's closed text vocabulary, and FAST action tokens (DCT + quantise + BPE)."""

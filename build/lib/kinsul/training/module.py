@@ -1,0 +1,163 @@
+"""The LightningModule: sums the strategy's loss terms, logs each under a stable name, and builds optimizer
+groups from what the strategy says. It never looks at a strategy's name."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torchmetrics.aggregation import MeanMetric
+
+from kinsul.config.errors import ConfigError
+from kinsul.config.schema import KinsulConfig
+from kinsul.data.batch import RobotBatch, TrainBatch
+from kinsul.models.decoding import chunk_errors
+from kinsul.models.vla import VLA
+from kinsul.strategies.base import Strategy, StrategyError
+from kinsul.strategies.losses import LossContext, setup_terms
+from kinsul.tokenizers.fast import FastTokenizer
+from kinsul.training.callbacks import NonFiniteLossError
+from kinsul.training.schedule import warmup_cosine
+
+
+def resolve_loss_weights(strategy: Strategy, overrides: dict[str, float]) -> dict[str, float]:
+    for term in overrides:
+        if term not in strategy.loss_weights:
+            raise ConfigError(f"strategy.loss_weights.{term}",
+                              f"strategy '{strategy.name}' produces no '{term}' loss (it produces "
+                              f"{sorted(strategy.loss_weights)})")  # fmt: skip
+    return {**strategy.loss_weights, **overrides}
+
+
+class Control:
+    """The ``TrainControl`` a strategy's ``on_step`` receives: its parameter groups by name, the loss weights."""
+
+    def __init__(self, module: VLAModule):
+        self.module = module
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        return self.module.weights
+
+    def set_trainable(self, group: str, trainable: bool) -> None:
+        groups = {g.name: g for g in self.module.groups}
+        if group not in groups:
+            raise KeyError(f"strategy '{self.module.strategy.name}' has no parameter group '{group}' "
+                           f"(its groups: {sorted(groups)})")  # fmt: skip
+        for p in groups[group].params:
+            p.requires_grad_(trainable)
+
+
+class VLAModule(L.LightningModule):
+    def __init__(self, vla: VLA, strategy: Strategy, cfg: KinsulConfig, fast: FastTokenizer):
+        super().__init__()
+        self.vla, self.strategy, self.cfg, self.fast = vla, strategy, cfg, fast
+        self.weights = resolve_loss_weights(strategy, dict(cfg.strategy.loss_weights))
+        self.groups = strategy.param_groups(vla)
+        trainable = {id(p) for g in self.groups for p in g.params}
+        for p in vla.parameters():
+            p.requires_grad_(id(p) in trainable)
+        self.frozen = strategy.frozen_modules(vla)
+        if hasattr(strategy, "setup"):
+            strategy.setup(vla)
+        self.terms = setup_terms(self.weights, vla)  # every term the strategy may weigh, built once
+        self.control = Control(self)
+        self.val_mse = MeanMetric()
+        self.val_velocity = MeanMetric()
+        self.val_invalid = MeanMetric()
+
+    # -- training ------------------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        for m in self.frozen:
+            m.eval()
+
+    def on_validation_model_train(self) -> None:
+        super().on_validation_model_train()  # Lightning puts the whole model back in train mode ...
+        self.on_train_epoch_start()  # ... so frozen modules go back to eval
+
+    def compute_losses(self, batch: TrainBatch) -> dict[str, torch.Tensor]:
+        """Each term with a weight this step, from the registry; which ones is the strategy's decision."""
+        ctx = LossContext(self.vla, self.strategy, batch, frozenset(self.weights),
+                          (self.cfg.model.time_beta_alpha, self.cfg.model.time_beta_beta))  # fmt: skip
+        losses = {}
+        for name in self.weights:
+            try:
+                losses[name] = self.terms[name](ctx)
+            except (
+                RuntimeError
+            ) as e:  # a shape bug in a plugin's strategy or term: name them, not a traceback
+                if isinstance(e, torch.OutOfMemoryError):
+                    raise
+                raise StrategyError(f"strategy '{self.strategy.name}', loss term '{name}': {e}") from e
+        return losses
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        if hasattr(self.strategy, "on_step"):
+            self.strategy.on_step(self.global_step, self.control)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["loss_weights"] = dict(self.weights)
+        if hasattr(self.strategy, "state_dict"):
+            checkpoint["strategy_state"] = self.strategy.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.weights.update(checkpoint.get("loss_weights", {}))
+        if hasattr(self.strategy, "load_state_dict") and "strategy_state" in checkpoint:
+            self.strategy.load_state_dict(checkpoint["strategy_state"])
+
+    def training_step(self, batch: TrainBatch, _):
+        # Noise and flow times are a function of (seed, step), so a resumed run repeats them exactly.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.seed * 1_000_003 + self.global_step)
+            losses = self.compute_losses(batch)
+        for term, value in losses.items():
+            if not torch.isfinite(value):
+                raise NonFiniteLossError(f"loss term '{term}' is {value.item()} at step {self.global_step}; "
+                                         "stopping before it reaches the weights or a checkpoint")  # fmt: skip
+            self.log(f"train/loss_{term}", value, prog_bar=True)
+        loss = sum(self.weights[k] * v for k, v in losses.items())
+        if not torch.isfinite(loss):  # finite terms can still overflow once weighted
+            raise NonFiniteLossError(f"the weighted loss is {loss.item()} at step {self.global_step} (weights "
+                                     f"{self.weights}, terms { {k: v.item() for k, v in losses.items()} }); "
+                                     "stopping before it reaches the weights or a checkpoint")  # fmt: skip
+        self.log("train/loss", loss)
+        return loss
+
+    # -- validation: the strategy's own decoding -----------------------------------------------------
+    def validation_step(self, batch: RobotBatch, i: int):
+        m = self.cfg.model
+        errors, invalid = chunk_errors(self.vla, self.fast, self.strategy.decoding, batch, m.flow_steps,
+                                       m.max_fast_len, i, samples=self.cfg.trainer.val_samples)  # fmt: skip
+        self.val_mse.update(errors["action_mse"])
+        self.val_velocity.update(errors["velocity_mse"])
+        if invalid is not None:
+            self.val_invalid.update(invalid.float())
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/action_mse", self.val_mse.compute(), prog_bar=True)
+        self.log("val/velocity_mse", self.val_velocity.compute(), prog_bar=True)
+        self.val_mse.reset()
+        self.val_velocity.reset()
+        if self.val_invalid.update_count:
+            self.log("val/fast_invalid", self.val_invalid.compute())
+            self.val_invalid.reset()
+
+    # -- optimisation --------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        tc = self.cfg.trainer
+        check_groups(self.vla, self.groups)
+        param_groups = [{"params": g.params, "lr": tc.lr * g.lr_scale, "name": g.name} for g in self.groups]
+        opt = torch.optim.AdamW(param_groups, lr=tc.lr, weight_decay=tc.weight_decay)
+        return {"optimizer": opt, "lr_scheduler": warmup_cosine(opt, tc.warmup_steps, tc.max_steps)}
+
+
+def check_groups(vla: torch.nn.Module, groups) -> None:
+    """Every trainable parameter is in exactly one group, and no frozen parameter is in any."""
+    seen: dict[int, str] = {}
+    for g in groups:
+        for p in g.params:
+            if id(p) in seen:
+                raise AssertionError(f"a parameter is in optimizer groups '{seen[id(p)]}' and '{g.name}'")
+            seen[id(p)] = g.name
+    for name, p in vla.named_parameters():
+        if p.requires_grad and id(p) not in seen:  # a group may be off for now (a strategy's on_step)
+            raise AssertionError(f"parameter '{name}' is trainable but in no group")

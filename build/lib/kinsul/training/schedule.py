@@ -1,0 +1,17 @@
+"""The learning-rate schedule shared by VLM pretraining and VLA training."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> dict:
+    """Linear warm-up over ``warmup_steps``, then cosine decay to zero at ``total_steps``; stepped per batch."""
+
+    def factor(step: int) -> float:
+        warm = min(1.0, (step + 1) / max(1, warmup_steps))
+        return warm * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+    return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "interval": "step"}

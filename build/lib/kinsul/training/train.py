@@ -1,0 +1,184 @@
+"""`kinsul train`: preset + overrides -> a run folder with config, checkpoints (last + best) and an MLflow run."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import MLFlowLogger
+
+from kinsul import tracking
+from kinsul.config.errors import ConfigError
+from kinsul.config.loader import config_hash, load_config, save_config
+from kinsul.config.schema import KinsulConfig
+from kinsul.data import store
+from kinsul.data.fast_cache import fast_tokenizer
+from kinsul.evaluation.curve import SuccessCurve, curve_specs
+from kinsul.models import pretrained
+from kinsul.models.build import DataSpec, build_vla, check_data_spec
+from kinsul.strategies import create
+from kinsul.strategies.base import Strategy
+from kinsul.training.callbacks import ExceptionCheckpoint, LastCheckpoint, StepsToTarget
+from kinsul.training.datamodule import KinsulDataModule, split_batch
+from kinsul.training.module import VLAModule, resolve_loss_weights
+from kinsul.training.pretrain import checkpoint_step, data_spec, make_tokenizer
+
+RUN_ID_FILE = "mlflow_run_id"
+
+
+def run_name(cfg: KinsulConfig) -> str:
+    return cfg.trainer.run_name or f"{cfg.strategy.name}-s{cfg.seed}-{config_hash(cfg, length=8)}"
+
+
+def dataset_spec(cfg: KinsulConfig) -> DataSpec:
+    """What the robot dataset on disk actually holds (not what the config says it should)."""
+    features = store.load(cfg, "robot")["train"].features
+    action_shape = features["actions"].shape
+    return DataSpec(image_size=cfg.world.image_size, action_dim=action_shape[1],
+                    state_dim=features["state"].length, horizon=action_shape[0])  # fmt: skip
+
+
+def prepare(cfg: KinsulConfig, strategy: Strategy, progress: bool = True):
+    """Data, tokenizers and the VLA for a run, starting from the pretrained VLM."""
+    store.generate(cfg, "robot", progress=progress)
+    if strategy.vlm_ratio > 0:
+        store.generate(cfg, "vlm", progress=progress)
+    tok, fast = make_tokenizer(cfg), fast_tokenizer(cfg)
+    model_cfg = dataclasses.replace(cfg.model, pretrained_path=str(pretrained.resolve(cfg)))
+    vla = build_vla(model_cfg, tok, data_spec(cfg), with_expert=strategy.needs_expert)
+    check_data_spec(vla.spec, dataset_spec(cfg), f"the dataset '{store.dataset_dir(cfg, 'robot')}'")
+    return vla, tok, fast
+
+
+def make_logger(cfg: KinsulConfig, run_dir: Path, strategy: Strategy) -> MLFlowLogger | bool:
+    if not cfg.tracking.enabled:
+        return False
+    tracking.prepare(cfg.tracking.uri)
+    id_file = run_dir / RUN_ID_FILE
+    run_id = id_file.read_text().strip() if id_file.exists() else None
+    logger = MLFlowLogger(experiment_name=cfg.tracking.experiment, tracking_uri=cfg.tracking.uri,
+                          artifact_location=cfg.tracking.artifact_location(),
+                          run_name=run_dir.name, run_id=run_id,
+                          tags={"strategy": strategy.name, "seed": str(cfg.seed), "git_commit": tracking.git_commit(),
+                                "mlflow.note.content": strategy.description,
+                                **({"mlflow.parentRunId": cfg.tracking.parent_run_id}
+                                   if cfg.tracking.parent_run_id else {})})  # fmt: skip
+    if run_id is None:
+        id_file.write_text(logger.run_id)
+        logger.log_hyperparams(flat_config(cfg))
+        logger.experiment.log_artifact(logger.run_id, str(run_dir / "config.yaml"))
+    return logger
+
+
+def flat_config(cfg: KinsulConfig) -> dict[str, str]:
+    out: dict[str, str] = {}
+
+    def walk(node, prefix: str) -> None:
+        for k, v in node.items():
+            if isinstance(v, dict) and v:
+                walk(v, f"{prefix}{k}.")
+            else:
+                out[f"{prefix}{k}"] = str(v)
+
+    walk(dataclasses.asdict(cfg), "")
+    return out
+
+
+def success_curve(cfg: KinsulConfig, strategy: Strategy, tok, fast) -> list[L.Callback]:
+    tc, m = cfg.trainer, cfg.model
+    if not tc.curve_every:
+        return []
+    robot_frames, _ = split_batch(tc.batch_size, strategy.vlm_ratio)
+    # the headline families only: a family left out of eval/success would cost the most (its failures run to
+    # world.max_steps) and tell nothing about the curve
+    specs = curve_specs(cfg.headline_tasks(), tc.curve_episodes, cfg.eval.seed)
+    return [SuccessCurve(specs, cfg.world, cfg.concepts, tc.curve_every, tc.success_target, cfg.eval.execute_steps,
+                         robot_frames, dict(tok=tok, fast=fast, decoding=strategy.decoding, flow_steps=m.flow_steps,
+                                            max_text_len=m.max_text_len, max_fast_len=m.max_fast_len))]  # fmt: skip
+
+
+# What a resumed run may change: its budget and where it runs and logs, never what it trains.
+RESUME_FREE = ("trainer.max_steps", "trainer.threads", "trainer.runs_dir", "tracking.")
+
+
+def check_resume(run_dir: Path, cfg: KinsulConfig) -> None:
+    saved, now = flat_config(load_config(str(run_dir / "config.yaml"))), flat_config(cfg)
+    differ = sorted(k for k in saved.keys() | now.keys()
+                    if saved.get(k) != now.get(k) and not k.startswith(RESUME_FREE))  # fmt: skip
+    if differ:
+        shown = ", ".join(f"{k} ({saved.get(k)} -> {now.get(k)})" for k in differ[:6])
+        raise ConfigError(differ[0], f"run folder '{run_dir}' was trained with another configuration: {shown}"
+                          f"{' ...' if len(differ) > 6 else ''}; resume with its config.yaml, or start a new "
+                          "trainer.run_name")  # fmt: skip
+
+
+def train(
+    cfg: KinsulConfig, resume: bool = False, progress: bool = True, callbacks: Sequence[L.Callback] = ()
+) -> Path:
+    """Train one run; ``callbacks`` join kinsul's own (sweeps add their Optuna reporting this way)."""
+    strategy = create(cfg.strategy.name, cfg.strategy.options)
+    resolve_loss_weights(strategy, dict(cfg.strategy.loss_weights))  # fail before any work
+    split_batch(cfg.trainer.batch_size, strategy.vlm_ratio)
+    if cfg.tracking.enabled:
+        tracking.prepare(cfg.tracking.uri)  # an unreachable server fails here, in seconds
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
+    run_dir = Path(cfg.trainer.runs_dir) / run_name(cfg)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if run_dir.exists() and not resume and last.exists():
+        raise FileExistsError(f"run folder '{run_dir}' already has checkpoints: pass --resume to continue it, "
+                              "or choose another trainer.run_name")  # fmt: skip
+    if resume and (run_dir / "config.yaml").is_file():
+        check_resume(run_dir, cfg)
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        vla, tok, fast = prepare(cfg, strategy, progress)
+    except BaseException:
+        if created:  # a failed start leaves no run folder behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    module = VLAModule(vla, strategy, cfg, fast)
+    data = KinsulDataModule(cfg, strategy, tok, fast)
+    tc = cfg.trainer
+    ckpt_dir = run_dir / "checkpoints"
+    trainer = L.Trainer(
+        max_steps=tc.max_steps,
+        accelerator=tc.accelerator,
+        devices=tc.devices,
+        strategy=tc.distributed,
+        precision=tc.precision,
+        logger=make_logger(cfg, run_dir, strategy),
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        val_check_interval=tc.val_every,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        log_every_n_steps=min(10, tc.val_every),
+        gradient_clip_val=tc.grad_clip or None,
+        default_root_dir=str(run_dir),
+        callbacks=[
+            # first: a curve point measured at step N is in the checkpoint saved at step N
+            *success_curve(cfg, strategy, tok, fast),
+            ModelCheckpoint(
+                dirpath=ckpt_dir, filename="best", monitor="val/velocity_mse", mode="min", save_top_k=1
+            ),
+            LastCheckpoint(ckpt_dir / "last.ckpt", tc.checkpoint_every),
+            ExceptionCheckpoint(dirpath=ckpt_dir, filename="last"),
+            StepsToTarget("val/velocity_mse", tc.velocity_mse_target),
+            *callbacks,
+        ],
+    )
+    resume_from = last if resume and last.exists() else None
+    data.start_step = checkpoint_step(resume_from) if resume_from else 0
+    trainer.fit(
+        module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None, weights_only=True
+    )
+    return run_dir

@@ -1,0 +1,85 @@
+"""Reference pages generated from the code, so they cannot drift: the configuration (every field of the config
+dataclasses, its default and the comment beside it in the source) and the CLI (each verb's --help).
+Used by the mkdocs hook (docs/tools/hooks.py); `python docs/tools/reference.py OUT_DIR` writes them by hand."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+import sys
+from pathlib import Path
+
+FIELD = re.compile(r"^\s+(\w+)\s*:[^#]*?(?:#\s*(.*))?$")
+
+
+def _comments(cls: type) -> dict[str, str]:
+    """Field name -> its comment in the class body: comment lines just above the field, then the one on its line."""
+    out: dict[str, str] = {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    above: list[str] = []
+    for line in inspect.getsource(cls).splitlines():
+        m = FIELD.match(line)
+        if m and m.group(1) in names:
+            out[m.group(1)] = " ".join([*above, (m.group(2) or "").strip()]).strip()
+            above = []
+        elif line.strip().startswith("#"):
+            above.append(line.strip().lstrip("#").strip())
+        else:
+            above = []
+    return out
+
+
+def _fmt(value) -> str:
+    text = repr(value) if not isinstance(value, str) else f'"{value}"'
+    return f"`{text}`".replace("|", "\\|")
+
+
+def config_reference() -> str:
+    from kinsul.config.schema import KinsulConfig
+
+    root = KinsulConfig()
+    lines = ["# Configuration reference", "",
+             "Generated from the config dataclasses (`kinsul/config/schema.py` and each component's `config.py`): "
+             "every key, its default and what it means. Set any of them as `kinsul VERB [PRESET] key=value`, or in "
+             "a preset YAML (`ablations/`); `kinsul config [PRESET] [key=value ...]` prints the resolved result. "
+             "Values are validated when the config loads: a wrong key, type or range names the key.", ""]  # fmt: skip
+    top = _comments(KinsulConfig)
+    scalars = [f for f in dataclasses.fields(root) if not dataclasses.is_dataclass(getattr(root, f.name))]
+    for f in dataclasses.fields(root):
+        section = getattr(root, f.name)
+        if not dataclasses.is_dataclass(section):
+            continue
+        cls = type(section)
+        lines += [f"## `{f.name}`", "", (inspect.getdoc(cls) or "").split("\n\n")[0], "",
+                  "| key | default | meaning |", "|---|---|---|"]  # fmt: skip
+        notes = _comments(cls)
+        for sub in dataclasses.fields(section):
+            meaning = notes.get(sub.name, "").replace("|", "\\|")
+            lines.append(f"| `{f.name}.{sub.name}` | {_fmt(getattr(section, sub.name))} | {meaning} |")
+        lines.append("")
+    lines += ["## Top level", "", "| key | default | meaning |", "|---|---|---|"]
+    lines += [f"| `{f.name}` | {_fmt(getattr(root, f.name))} | {top.get(f.name, '')} |" for f in scalars]
+    return "\n".join(lines) + "\n"
+
+
+def cli_reference() -> str:
+    from kinsul.cli import build_parser
+
+    parser = build_parser()
+    lines = ["# CLI reference", "", "Generated from `kinsul --help` and each verb's `--help`.", "",
+             "```text", parser.format_help().rstrip(), "```", ""]  # fmt: skip
+    sub = next(a for a in parser._actions if isinstance(a, type(parser._subparsers._group_actions[0])))
+    for name, p in sub.choices.items():
+        lines += [f"## `kinsul {name}`", "", "```text", p.format_help().rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def write(out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.md").write_text(config_reference())
+    (out_dir / "cli.md").write_text(cli_reference())
+
+
+if __name__ == "__main__":
+    write(Path(sys.argv[1]))
