@@ -1,4 +1,4 @@
-"""nox sessions: tests, lint, bench; each installs kinsul from this checkout (torch pinned: CPU wheel)."""
+"""nox sessions: tests, lint, docs, bench; each installs kinsul from this checkout (torch pinned: CPU wheel)."""
 
 import nox
 
@@ -16,6 +16,13 @@ def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The docs site, strict: a broken link or a page missing from the nav fails the build."""
+    session.install("-e", ".[dev]", "-e", "tests/plugins/kinsul_anchor")  # the reference pages import kinsul
+    session.run("mkdocs", "build", "--strict", *session.posargs)
 
 
 @nox.session

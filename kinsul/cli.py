@@ -62,7 +62,7 @@ def cmd_world_gallery(ns: argparse.Namespace) -> None:
 
 def cmd_pretrain_vlm(ns: argparse.Namespace) -> None:
     from kinsul.models.pretrained import read_meta
-    from kinsul.training.pretrain import pretrain_vlm
+    from kinsul.pretraining.pretrain import pretrain_vlm
 
     cfg = _config(ns.overrides)
     path = pretrain_vlm(cfg, fresh=ns.fresh)
@@ -307,8 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from kinsul.models.backbone import BackboneError
         from kinsul.models.build import ShapeMismatchError
         from kinsul.models.pretrained import PretrainedVLMNotFound
+        from kinsul.runs.checkpoints import CheckpointError
         from kinsul.strategies.base import StrategyError
-        from kinsul.training.callbacks import CheckpointError
 
         if isinstance(
             e,

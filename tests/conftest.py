@@ -37,7 +37,7 @@ def micro_data(tmp_path_factory):
 @pytest.fixture(scope="session")
 def micro_root(tmp_path_factory):
     """Micro data and a micro pretrained VLM, shared by the training tests."""
-    from kinsul.training.pretrain import pretrain_vlm
+    from kinsul.pretraining.pretrain import pretrain_vlm
 
     root = tmp_path_factory.mktemp("train")
     pretrain_vlm(load_config("micro", [f"data.root={root / 'data'}"]), progress=False)

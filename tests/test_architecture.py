@@ -9,34 +9,17 @@ import kinsul
 
 ROOT = Path(kinsul.__file__).parent
 FOUNDATION = {"config"}
+# fmt: off
 ALLOWED = {
-    "cli": {
-        "bench",
-        "config",
-        "data",
-        "evaluation",
-        "models",
-        "strategies",
-        "sweeps",
-        "tracking",
-        "training",
-        "world",
-        "tokenizers",
-    },  # fmt: skip
-    "bench": {
-        "config",
-        "data",
-        "evaluation",
-        "models",
-        "strategies",
-        "tokenizers",
-        "tracking",
-        "training",
-        "world",
-    },
-    "sweeps": {"config", "evaluation", "strategies", "tracking", "training"},
-    "training": {"config", "data", "evaluation", "models", "strategies", "tokenizers", "tracking", "world"},
-    "evaluation": {"config", "data", "models", "strategies", "tokenizers", "tracking", "world"},
+    "cli": {"bench", "config", "data", "evaluation", "models", "pretraining", "runs", "strategies", "sweeps",
+            "tracking", "training", "world", "tokenizers"},
+    "bench": {"config", "data", "evaluation", "models", "runs", "strategies", "tokenizers", "tracking", "training",
+              "world"},
+    "sweeps": {"config", "evaluation", "runs", "strategies", "tracking", "training"},
+    "training": {"config", "data", "evaluation", "models", "runs", "strategies", "tokenizers", "tracking", "world"},
+    "pretraining": {"config", "data", "evaluation", "models", "runs", "tokenizers", "world"},
+    "evaluation": {"config", "data", "models", "runs", "strategies", "tokenizers", "tracking", "world"},
+    "runs": {"config", "data", "models", "strategies", "tokenizers", "world"},
     "strategies": {"config", "data", "models"},
     "models": {"config", "data", "tokenizers"},
     "data": {"config", "tokenizers", "world"},
@@ -45,10 +28,14 @@ ALLOWED = {
     "tracking": {"config"},
     "config": set(),
 }
+# fmt: on
 # Arrows against the picture, to be removed (docs/architecture.md says how); delete each once it is gone.
 KNOWN_DEBT = {
-    ("config", "data"), ("config", "models"), ("config", "strategies"), ("config", "training"), ("config", "world"),
-    ("evaluation", "training"),
+    ("config", "data"),
+    ("config", "models"),
+    ("config", "strategies"),
+    ("config", "training"),
+    ("config", "world"),
     ("tokenizers", "data"),
 }  # fmt: skip
 

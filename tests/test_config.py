@@ -100,13 +100,22 @@ def test_a_tracking_uri_mlflow_would_refuse_fails_at_load():
 @pytest.mark.integration
 def test_presets_ship_inside_the_wheel(tmp_path):
     """`pip install .` (not editable) must find the presets: they are package data (kinsul/presets -> ablations/)."""
+    import shutil
     import subprocess
     import sys
     import zipfile
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-m", "pip", "wheel", str(repo), "--no-deps", "--no-build-isolation",
+    src = tmp_path / "src"  # a copy: setuptools writes build/ beside the sources
+    src.mkdir()
+    shutil.copy(repo / "pyproject.toml", src)
+    shutil.copy(repo / "README.md", src)
+    shutil.copytree(repo / "ablations", src / "ablations")
+    shutil.copytree(
+        repo / "kinsul", src / "kinsul", symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
                           "-q", "-w", str(tmp_path)], capture_output=True, text=True)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     names = zipfile.ZipFile(next(tmp_path.glob("kinsul-*.whl"))).namelist()

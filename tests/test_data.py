@@ -151,7 +151,7 @@ def test_tensors_match_the_rows_and_reuse_the_datasets_cache(micro_data):
     and a second load reads the cache files instead of computing again."""
     from kinsul.data.fast_cache import fast_tokenizer
     from kinsul.data.tensors import RobotTensors, VLMTensors, decode_images
-    from kinsul.training.pretrain import make_tokenizer
+    from kinsul.runs.assembly import make_tokenizer
 
     cfg, robot, vlm = micro_data
     tok, fast, m = make_tokenizer(cfg), fast_tokenizer(cfg), cfg.model

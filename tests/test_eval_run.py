@@ -1,6 +1,7 @@
 import dataclasses
 
 import pytest
+import torch
 from conftest import micro_train_config
 from mlflow.tracking import MlflowClient
 
@@ -9,7 +10,7 @@ from kinsul.data.tensors import VLMTensors
 from kinsul.evaluation.retention import retention
 from kinsul.models.build import build_vla
 from kinsul.models.pretrained import SHIPPED_DIR
-from kinsul.training.pretrain import data_spec, make_tokenizer
+from kinsul.runs.assembly import data_spec, make_tokenizer
 from kinsul.training.train import train
 
 
@@ -42,7 +43,7 @@ def test_eval_rejects_a_world_the_checkpoint_does_not_fit(trained_run, capsys):
     assert main(["eval", str(trained_run.parent / "nope")]) == 2
 
 
-def test_retention_of_the_unmodified_pretrained_vlm_is_one(micro_data):
+def test_retention_is_one_for_the_pretrained_vlm_and_drops_for_one_that_lost_knowledge(micro_data):
     cfg, _, vlm = micro_data
     tok = make_tokenizer(cfg)
     shipped = next(p for p in SHIPPED_DIR.iterdir() if p.is_dir())
@@ -53,3 +54,11 @@ def test_retention_of_the_unmodified_pretrained_vlm_is_one(micro_data):
     metrics = retention(a, b, probe)
     assert metrics["eval/probe_acc_pretrained"] > 0
     assert metrics["eval/retention"] == 1.0
+    # knowledge lost: the decoder's later layers re-initialised, as a destructive fine-tune would leave them
+    damaged = build_vla(model_cfg, tok, data_spec(cfg), with_expert=False)
+    with torch.no_grad():
+        for layer in damaged.lm.layers[len(damaged.lm.layers) // 2 :]:
+            for p in layer.parameters():
+                p.normal_(0.0, 0.02)
+    lost = retention(damaged, b, probe)
+    assert lost["eval/retention"] < 0.5 * metrics["eval/retention"]

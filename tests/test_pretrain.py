@@ -8,9 +8,10 @@ from kinsul.data.tensors import VLMTensors
 from kinsul.evaluation.probe import ProbeAccuracy
 from kinsul.models import pretrained
 from kinsul.models.build import build_vla
-from kinsul.training import pretrain
-from kinsul.training.pretrain import VLMPretrainModule, data_spec, make_tokenizer, pretrain_vlm
-from kinsul.training.vision_stage import VisionStageModule
+from kinsul.pretraining import pretrain
+from kinsul.pretraining.pretrain import VLMPretrainModule, pretrain_vlm
+from kinsul.pretraining.vision_stage import VisionStageModule
+from kinsul.runs.assembly import data_spec, make_tokenizer
 from kinsul.world.language import QTYPES
 
 

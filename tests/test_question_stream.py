@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from kinsul.config import load_config
-from kinsul.training.pretrain import make_tokenizer
-from kinsul.training.question_stream import QuestionStream, object_cap
+from kinsul.pretraining.question_stream import QuestionStream, object_cap
+from kinsul.runs.assembly import make_tokenizer
 
 
 def _stream(*overrides):

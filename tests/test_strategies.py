@@ -6,11 +6,11 @@ import torch
 from kinsul.config import ConfigError, load_config
 from kinsul.data.batch import Observation, RobotBatch, TrainBatch, VLMBatch
 from kinsul.models.build import build_vla
+from kinsul.runs.assembly import data_spec, make_tokenizer
 from kinsul.strategies import StrategyError, available, create
 from kinsul.strategies.base import validate
 from kinsul.tokenizers.fast import FastTokenizer
 from kinsul.training.module import VLAModule, check_groups, resolve_loss_weights
-from kinsul.training.pretrain import data_spec, make_tokenizer
 
 BUILTINS = ["naive", "frozen", "stop_grad", "fast_joint", "vlm_cotrain", "ki_no_vlm", "ki", "pi0_fast", "grad_scale",
             "delayed_unfreeze"]  # fmt: skip
@@ -61,6 +61,9 @@ def grads_from(module, setup, terms):
 
 def test_builtins_are_registered_through_entry_points():
     assert set(BUILTINS) <= set(available())
+    from kinsul.strategies.registry import builtins
+
+    assert sorted(builtins()) == sorted(BUILTINS)  # the plugin's strategy is not a built-in
 
 
 @pytest.mark.parametrize(
@@ -245,3 +248,20 @@ def test_a_batch_with_a_wrong_shape_is_named_at_the_boundary(setup):
     short = VLMBatch(vlm.obs, vlm.suffix_ids[:2], vlm.suffix_mask[:2])
     with pytest.raises(BatchShapeError, match=r"vlm.suffix_ids: expected batch size 4"):
         TrainBatch(robot, short).check()
+
+
+def test_a_plugin_with_a_shape_bug_is_named_not_a_traceback(setup):
+    """A strategy whose kv_view returns keys/values of the wrong shape fails naming the strategy and the term."""
+    module = module_for("naive", setup)
+
+    class Buggy:
+        def __getattr__(self, name):
+            return getattr(base, name)
+
+        def kv_view(self, k, v):
+            return k[..., :-1], v  # drops a channel: attention fails deep inside the layer loop
+
+    base, module.strategy = module.strategy, Buggy()
+    *_, robot, vlm = setup
+    with pytest.raises(StrategyError, match="strategy 'naive', loss term 'fm'"):
+        module.compute_losses(TrainBatch(robot))

@@ -7,9 +7,9 @@ from mlflow.tracking import MlflowClient
 
 from kinsul.cli import main
 from kinsul.config import ConfigError
+from kinsul.runs.checkpoints import NonFiniteLossError
 from kinsul.strategies import available
 from kinsul.training import module as module_lib
-from kinsul.training.callbacks import NonFiniteLossError
 from kinsul.training.train import train
 
 REAL_STEP = module_lib.VLAModule.training_step
@@ -105,7 +105,9 @@ def test_steps_to_target_records_the_first_validation_that_reaches_it(micro_root
 
 
 def test_bad_inputs_fail_before_training(micro_root, capsys):
-    with pytest.raises(ConfigError, match="strategy 'naive' produces no 'fast' loss"):
+    with pytest.raises(
+        ConfigError, match="'strategy.loss_weights.fast'.*strategy 'naive''s terms \\['fm'\\]"
+    ):
         train(micro(micro_root, "strategy.name=naive", "strategy.loss_weights={fast: 1.0}"), progress=False)
     with pytest.raises(ConfigError, match="trainer.batch_size"):
         train(micro(micro_root, "strategy.name=ki", "trainer.batch_size=1"), progress=False)
@@ -247,3 +249,20 @@ def test_an_unreachable_tracking_server_fails_in_seconds_naming_the_key(micro_ro
     err = capsys.readouterr().err
     assert f"'tracking.uri': the MLflow server http://127.0.0.1:{port} did not answer" in err
     assert not (micro_root / "runs" / "unreachable").exists()
+
+
+def test_a_frozen_backbone_stays_in_eval_mode_through_lightnings_validation_loop(micro_root):
+    """Lightning puts the whole model back in train mode after each validation; the frozen backbone must return
+    to eval mode before the next training step (dropout, norms in eval behaviour)."""
+    import lightning as L
+
+    seen = []
+
+    class Watch(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, i):
+            seen.append((trainer.global_step, module.vla.backbone.training, module.vla.expert.training))
+
+    train(micro(micro_root, "strategy.name=frozen", "trainer.run_name=frozen-modes"), progress=False,
+          callbacks=[Watch()])  # fmt: skip
+    assert [s for s, _, _ in seen] == [0, 1, 2, 3]  # validation ran at step 2, between these
+    assert all(not backbone and expert for _, backbone, expert in seen)

@@ -6,8 +6,9 @@ import torch
 
 from kinsul.config import ConfigError, load_config
 from kinsul.models.build import build_vla
-from kinsul.training.pretrain import VLMPretrainModule, answer_loss, data_spec, make_tokenizer
-from kinsul.training.vision_stage import SceneStream, VisionStageModule
+from kinsul.pretraining.pretrain import VLMPretrainModule, answer_loss
+from kinsul.pretraining.vision_stage import SceneStream, VisionStageModule
+from kinsul.runs.assembly import data_spec, make_tokenizer
 from kinsul.world.concepts import COLOURS
 
 

@@ -14,7 +14,7 @@ from kinsul.models.build import build_vla
 from kinsul.models.config import SIZE_PRESETS, ModelConfig
 from kinsul.models.flow import interpolate, sample_time
 from kinsul.models.vla import flow_loss, token_loss
-from kinsul.training.pretrain import data_spec, make_tokenizer
+from kinsul.runs.assembly import data_spec, make_tokenizer
 
 
 def _count(module) -> int:

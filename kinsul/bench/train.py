@@ -13,12 +13,11 @@ from kinsul.data import store
 from kinsul.data.fast_cache import fast_tokenizer
 from kinsul.data.tensors import RobotTensors, VLMTensors
 from kinsul.models.build import build_vla
+from kinsul.runs.assembly import data_spec, make_tokenizer
 from kinsul.strategies import create
+from kinsul.strategies.registry import builtins
 from kinsul.training.datamodule import MixedBatches, length_groups
 from kinsul.training.module import VLAModule
-from kinsul.training.pretrain import data_spec, make_tokenizer
-
-STRATEGIES = ["naive", "frozen", "stop_grad", "fast_joint", "vlm_cotrain", "ki_no_vlm", "ki", "pi0_fast"]
 
 
 def strategy_steps(batch: int = 32, rounds: int = 12) -> dict:
@@ -36,7 +35,7 @@ def strategy_steps(batch: int = 32, rounds: int = 12) -> dict:
     vlm_data = VLMTensors.from_dataset(store.load(cfg, "vlm")["train"], tok, m.max_text_len)
     steps, fast_tokens, fast_padded, robot_frames = {}, 0.0, 0.0, {}
     n_batches = max(cfg.trainer.length_groups, 2)
-    for name in STRATEGIES:
+    for name in builtins():
         strategy = create(name)
         torch.manual_seed(0)
         vla = build_vla(m, tok, data_spec(cfg), with_expert=strategy.needs_expert)
@@ -74,7 +73,7 @@ def strategy_steps(batch: int = 32, rounds: int = 12) -> dict:
             fn()
             times[name].append(1000 * (time.perf_counter() - start))
     details = {}
-    for name in STRATEGIES:
+    for name in builtins():
         ms = statistics.median(times[name])
         details[f"{name}_step_ms"] = round(ms, 1)
         details[f"{name}_samples_per_s"] = round(batch / ms * 1000, 1)

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 from datasets import Dataset, Features, List, Value
+from torch.utils.data import IterableDataset
 
 from kinsul.data.batch import Observation, RobotBatch, VLMBatch
 from kinsul.tokenizers.text import TextTokenizer
@@ -150,3 +151,14 @@ class RobotTensors:
         fast = trim_padding(self.fast_ids[idx], pad_id)
         obs = Observation(self.images[idx], self.state[idx], text, text != pad_id)
         return RobotBatch(obs, self.actions[idx], self.action_pad[idx], fast, fast != pad_id)
+
+
+class FixedBatches(IterableDataset):
+    """``data`` in order, ``batch_size`` frames per batch: validation and offline evaluation."""
+
+    def __init__(self, data: RobotTensors, batch_size: int, pad_id: int):
+        self.data, self.batch_size, self.pad_id = data, batch_size, pad_id
+
+    def __iter__(self):
+        for idx in index_batches(len(self.data), self.batch_size):
+            yield self.data.batch(idx, self.pad_id)

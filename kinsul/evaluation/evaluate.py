@@ -21,10 +21,9 @@ from kinsul.evaluation.retention import retention
 from kinsul.evaluation.rollouts import evaluation_specs, rollout, summarize
 from kinsul.models import pretrained
 from kinsul.models.build import build_vla, check_data_spec
+from kinsul.runs.assembly import RUN_ID_FILE, data_spec, make_tokenizer, prepare
+from kinsul.runs.checkpoints import load_checkpoint
 from kinsul.strategies import create
-from kinsul.training.callbacks import load_checkpoint
-from kinsul.training.pretrain import data_spec, make_tokenizer
-from kinsul.training.train import RUN_ID_FILE, prepare
 
 
 def locate(target: str | Path) -> tuple[Path, Path]:
@@ -103,9 +102,8 @@ def _offline_errors(vla, tok, fast, decoding: str, cfg: KinsulConfig) -> dict[st
     (probe split: val/..._heldout)."""
     from torchmetrics.aggregation import MeanMetric
 
-    from kinsul.data.tensors import RobotTensors, even_subset
+    from kinsul.data.tensors import FixedBatches, RobotTensors, even_subset
     from kinsul.models.decoding import chunk_errors
-    from kinsul.training.datamodule import FixedBatches
 
     robot = store.load(cfg, "robot")
     m, out = cfg.model, {}

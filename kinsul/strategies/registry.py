@@ -15,6 +15,11 @@ def available() -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=GROUP)}
 
 
+def builtins() -> list[str]:
+    """The strategies kinsul itself ships (entry points into kinsul.strategies.builtin), in registration order."""
+    return [name for name, ep in available().items() if ep.value.startswith("kinsul.strategies.builtin:")]
+
+
 def create(name: str, options: dict[str, Any] | None = None) -> Strategy:
     eps = available()
     if name not in eps:

@@ -179,8 +179,9 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         from kinsul.evaluation import evaluate as evaluate_lib
+        from kinsul.runs.assembly import RUN_ID_FILE
         from kinsul.sweeps.pruning import TrialReport
-        from kinsul.training.train import RUN_ID_FILE, train
+        from kinsul.training.train import train
 
         if self.queue_only and not _was_queued(trial):
             # Another worker popped the last queued point between our queue check and this trial: the grid

@@ -10,7 +10,7 @@ from kinsul.config.errors import ConfigError
 from kinsul.config.schema import KinsulConfig
 from kinsul.data import store
 from kinsul.data.batch import TrainBatch
-from kinsul.data.tensors import RobotTensors, VLMTensors, even_subset, grouped_batch, index_batches
+from kinsul.data.tensors import FixedBatches, RobotTensors, VLMTensors, even_subset, grouped_batch
 from kinsul.strategies.base import Strategy
 from kinsul.tokenizers.fast import FastTokenizer
 from kinsul.tokenizers.text import TextTokenizer
@@ -73,15 +73,6 @@ class MixedBatches(IterableDataset):
                 )
             yield TrainBatch(robot, vlm).check()  # a few dim checks: cheap next to the step
             step += 1
-
-
-class FixedBatches(IterableDataset):
-    def __init__(self, data: RobotTensors, batch_size: int, pad_id: int):
-        self.data, self.batch_size, self.pad_id = data, batch_size, pad_id
-
-    def __iter__(self):
-        for idx in index_batches(len(self.data), self.batch_size):
-            yield self.data.batch(idx, self.pad_id)
 
 
 class KinsulDataModule(L.LightningDataModule):

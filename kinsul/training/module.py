@@ -12,11 +12,11 @@ from kinsul.config.schema import KinsulConfig
 from kinsul.data.batch import RobotBatch, TrainBatch
 from kinsul.models.decoding import chunk_errors
 from kinsul.models.vla import VLA
+from kinsul.runs.checkpoints import NonFiniteLossError
+from kinsul.runs.schedule import warmup_cosine
 from kinsul.strategies.base import Strategy, StrategyError
 from kinsul.strategies.losses import LossContext, setup_terms
 from kinsul.tokenizers.fast import FastTokenizer
-from kinsul.training.callbacks import NonFiniteLossError
-from kinsul.training.schedule import warmup_cosine
 
 
 def resolve_loss_weights(strategy: Strategy, overrides: dict[str, float]) -> dict[str, float]:

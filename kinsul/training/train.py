@@ -14,45 +14,16 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 from kinsul import tracking
 from kinsul.config.errors import ConfigError
-from kinsul.config.loader import config_hash, load_config, save_config
+from kinsul.config.loader import load_config, save_config
 from kinsul.config.schema import KinsulConfig
-from kinsul.data import store
-from kinsul.data.fast_cache import fast_tokenizer
 from kinsul.evaluation.curve import SuccessCurve, curve_specs
-from kinsul.models import pretrained
-from kinsul.models.build import DataSpec, build_vla, check_data_spec
+from kinsul.runs.assembly import RUN_ID_FILE, prepare, run_name
+from kinsul.runs.checkpoints import ExceptionCheckpoint, LastCheckpoint, checkpoint_step
 from kinsul.strategies import create
 from kinsul.strategies.base import Strategy
-from kinsul.training.callbacks import ExceptionCheckpoint, LastCheckpoint, StepsToTarget
+from kinsul.training.callbacks import StepsToTarget
 from kinsul.training.datamodule import KinsulDataModule, split_batch
 from kinsul.training.module import VLAModule, resolve_loss_weights
-from kinsul.training.pretrain import checkpoint_step, data_spec, make_tokenizer
-
-RUN_ID_FILE = "mlflow_run_id"
-
-
-def run_name(cfg: KinsulConfig) -> str:
-    return cfg.trainer.run_name or f"{cfg.strategy.name}-s{cfg.seed}-{config_hash(cfg, length=8)}"
-
-
-def dataset_spec(cfg: KinsulConfig) -> DataSpec:
-    """What the robot dataset on disk actually holds (not what the config says it should)."""
-    features = store.load(cfg, "robot")["train"].features
-    action_shape = features["actions"].shape
-    return DataSpec(image_size=cfg.world.image_size, action_dim=action_shape[1],
-                    state_dim=features["state"].length, horizon=action_shape[0])  # fmt: skip
-
-
-def prepare(cfg: KinsulConfig, strategy: Strategy, progress: bool = True):
-    """Data, tokenizers and the VLA for a run, starting from the pretrained VLM."""
-    store.generate(cfg, "robot", progress=progress)
-    if strategy.vlm_ratio > 0:
-        store.generate(cfg, "vlm", progress=progress)
-    tok, fast = make_tokenizer(cfg), fast_tokenizer(cfg)
-    model_cfg = dataclasses.replace(cfg.model, pretrained_path=str(pretrained.resolve(cfg)))
-    vla = build_vla(model_cfg, tok, data_spec(cfg), with_expert=strategy.needs_expert)
-    check_data_spec(vla.spec, dataset_spec(cfg), f"the dataset '{store.dataset_dir(cfg, 'robot')}'")
-    return vla, tok, fast
 
 
 def make_logger(cfg: KinsulConfig, run_dir: Path, strategy: Strategy) -> MLFlowLogger | bool:

@@ -1,0 +1,51 @@
+"""Run assembly, shared by training, evaluation and benchmarks: from a config, the tokenizers, the data spec, the
+datasets (generated if missing) and the VLA starting from the pretrained VLM."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from kinsul.config.loader import config_hash
+from kinsul.config.schema import KinsulConfig
+from kinsul.data import store
+from kinsul.data.fast_cache import fast_tokenizer
+from kinsul.models import pretrained
+from kinsul.models.build import DataSpec, build_vla, check_data_spec
+from kinsul.strategies.base import Strategy
+from kinsul.tokenizers.text import TextTokenizer
+from kinsul.world.env import ACTION_DIM, STATE_DIM
+
+
+def make_tokenizer(cfg: KinsulConfig) -> TextTokenizer:
+    return TextTokenizer.for_world(cfg.data.loc_bins, cfg.model.fast_vocab_size)
+
+
+def data_spec(cfg: KinsulConfig) -> DataSpec:
+    return DataSpec(cfg.world.image_size, ACTION_DIM, STATE_DIM, cfg.data.chunk_size)
+
+
+RUN_ID_FILE = "mlflow_run_id"
+
+
+def run_name(cfg: KinsulConfig) -> str:
+    return cfg.trainer.run_name or f"{cfg.strategy.name}-s{cfg.seed}-{config_hash(cfg, length=8)}"
+
+
+def dataset_spec(cfg: KinsulConfig) -> DataSpec:
+    """What the robot dataset on disk actually holds (not what the config says it should)."""
+    features = store.load(cfg, "robot")["train"].features
+    action_shape = features["actions"].shape
+    return DataSpec(image_size=cfg.world.image_size, action_dim=action_shape[1],
+                    state_dim=features["state"].length, horizon=action_shape[0])  # fmt: skip
+
+
+def prepare(cfg: KinsulConfig, strategy: Strategy, progress: bool = True):
+    """Data, tokenizers and the VLA for a run, starting from the pretrained VLM."""
+    store.generate(cfg, "robot", progress=progress)
+    if strategy.vlm_ratio > 0:
+        store.generate(cfg, "vlm", progress=progress)
+    tok, fast = make_tokenizer(cfg), fast_tokenizer(cfg)
+    model_cfg = dataclasses.replace(cfg.model, pretrained_path=str(pretrained.resolve(cfg)))
+    vla = build_vla(model_cfg, tok, data_spec(cfg), with_expert=strategy.needs_expert)
+    check_data_spec(vla.spec, dataset_spec(cfg), f"the dataset '{store.dataset_dir(cfg, 'robot')}'")
+    return vla, tok, fast
