@@ -94,11 +94,14 @@ def cmd_eval(ns: argparse.Namespace) -> None:
 
 
 def cmd_sweep(ns: argparse.Namespace) -> None:
+    import optuna
+
     from kinsul.config import load_config
     from kinsul.sweeps.report import report
     from kinsul.sweeps.run import run_sweep, study_name
     from kinsul.sweeps.spec import split_overrides
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # its per-trial lines: the report says it better
     study = run_sweep(ns.preset, ns.overrides, resume=ns.resume)
     states = [t.state.name for t in study.trials]
     print(
@@ -279,6 +282,10 @@ def quiet_libraries() -> None:
     backbone in eval mode that a strategy chose) are turned off; their warnings that do concern a run stay."""
     import logging
     import warnings
+
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # "Creating initial MLflow database tables..."
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bar
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
     # child loggers: Lightning resets the level of its package logger when it is imported, later than this
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.trainer.connectors.checkpoint_connector",

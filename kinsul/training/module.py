@@ -82,9 +82,8 @@ class VLAModule(L.LightningModule):
         for name in self.weights:
             try:
                 losses[name] = self.terms[name](ctx)
-            except (
-                RuntimeError
-            ) as e:  # a shape bug in a plugin's strategy or term: name them, not a traceback
+            except RuntimeError as e:
+                # a shape bug in a plugin's strategy or term: name them, not a traceback from the layer loop
                 if isinstance(e, torch.OutOfMemoryError):
                     raise
                 raise StrategyError(f"strategy '{self.strategy.name}', loss term '{name}': {e}") from e
