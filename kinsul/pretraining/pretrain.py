@@ -28,7 +28,7 @@ from kinsul.pretraining.question_stream import QuestionStream, answer_buckets, o
 from kinsul.pretraining.vision_stage import SceneStream, VisionStageModule
 from kinsul.runs.assembly import data_spec, make_tokenizer
 from kinsul.runs.checkpoints import ExceptionCheckpoint, LastCheckpoint, checkpoint_step
-from kinsul.runs.schedule import warmup_cosine
+from kinsul.runs.schedule import adamw_warmup_cosine
 from kinsul.tokenizers.text import TextTokenizer
 
 
@@ -114,8 +114,7 @@ class VLMPretrainModule(L.LightningModule):
     def configure_optimizers(self):
         p = self.cfg.pretrain
         params = [q for q in self.vla.parameters() if q.requires_grad]
-        opt = torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay)
-        return {"optimizer": opt, "lr_scheduler": warmup_cosine(opt, p.warmup_steps, p.steps)}
+        return adamw_warmup_cosine(params, p.lr, p.weight_decay, p.warmup_steps, p.steps)
 
 
 def pretrain_vlm(cfg: KinsulConfig, fresh: bool = False, progress: bool = True) -> Path:

@@ -22,7 +22,7 @@ from torch.utils.data import IterableDataset
 from kinsul.config.schema import KinsulConfig
 from kinsul.data.vlm import loc_bin
 from kinsul.models.vla import VLA
-from kinsul.runs.schedule import warmup_cosine
+from kinsul.runs.schedule import adamw_warmup_cosine
 from kinsul.world.concepts import COLOURS, SHAPES, SIZES
 from kinsul.world.render import Renderer
 from kinsul.world.scene import sample_scene
@@ -119,5 +119,4 @@ class VisionStageModule(L.LightningModule):
     def configure_optimizers(self):
         p = self.cfg.pretrain
         params = [*self.vla.vision_parameters(), *self.heads.parameters()]
-        opt = torch.optim.AdamW(params, lr=p.vision_lr, weight_decay=p.weight_decay)
-        return {"optimizer": opt, "lr_scheduler": warmup_cosine(opt, p.warmup_steps, p.vision_steps)}
+        return adamw_warmup_cosine(params, p.vision_lr, p.weight_decay, p.warmup_steps, p.vision_steps)

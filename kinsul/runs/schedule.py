@@ -1,4 +1,4 @@
-"""The learning-rate schedule shared by VLM pretraining and VLA training."""
+"""The optimiser and learning-rate schedule shared by VLM pretraining (both stages) and VLA training."""
 
 from __future__ import annotations
 
@@ -15,3 +15,10 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_ste
         return warm * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
 
     return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "interval": "step"}
+
+
+def adamw_warmup_cosine(params, lr: float, weight_decay: float, warmup_steps: int, total_steps: int) -> dict:
+    """Lightning's ``configure_optimizers`` answer: AdamW over ``params`` (tensors or groups with their own
+    ``lr``) with the warm-up + cosine schedule above."""
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    return {"optimizer": opt, "lr_scheduler": warmup_cosine(opt, warmup_steps, total_steps)}

@@ -13,7 +13,7 @@ from kinsul.data.batch import RobotBatch, TrainBatch
 from kinsul.models.decoding import chunk_errors
 from kinsul.models.vla import VLA
 from kinsul.runs.checkpoints import NonFiniteLossError
-from kinsul.runs.schedule import warmup_cosine
+from kinsul.runs.schedule import adamw_warmup_cosine
 from kinsul.strategies.base import Strategy, StrategyError
 from kinsul.strategies.losses import LossContext, setup_terms
 from kinsul.tokenizers.fast import FastTokenizer
@@ -145,8 +145,7 @@ class VLAModule(L.LightningModule):
         tc = self.cfg.trainer
         check_groups(self.vla, self.groups)
         param_groups = [{"params": g.params, "lr": tc.lr * g.lr_scale, "name": g.name} for g in self.groups]
-        opt = torch.optim.AdamW(param_groups, lr=tc.lr, weight_decay=tc.weight_decay)
-        return {"optimizer": opt, "lr_scheduler": warmup_cosine(opt, tc.warmup_steps, tc.max_steps)}
+        return adamw_warmup_cosine(param_groups, tc.lr, tc.weight_decay, tc.warmup_steps, tc.max_steps)
 
 
 def check_groups(vla: torch.nn.Module, groups) -> None:
