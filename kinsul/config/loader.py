@@ -18,9 +18,8 @@ from kinsul.config.errors import ConfigError, FieldValueError, nearest, unknown_
 from kinsul.config.schema import KinsulConfig
 
 T = TypeVar("T")
-PRESET_DIR = (
-    Path(__file__).resolve().parents[1] / "presets"
-)  # ablations/, linked into the package: wheels ship it
+# ablations/, linked into the package as kinsul/presets: wheels ship it
+PRESET_DIR = Path(__file__).resolve().parents[1] / "presets"
 
 
 @cache

@@ -25,9 +25,8 @@ from kinsul.tokenizers.text import TextTokenizer
 class VLAOutput:
     suffix_logits: torch.Tensor | None  # (B, S, V): position j predicts suffix token j + 1
     velocity: torch.Tensor | None  # (B, H, A)
-    hidden: torch.Tensor | None = (
-        None  # (B, P + S, d) the backbone's last hidden states (before the final norm)
-    )
+    # (B, P + S, d) the backbone's last hidden states (before the final norm)
+    hidden: torch.Tensor | None = None
     n_prefix: int = 0  # P: image + text tokens at the front of ``hidden``
 
 

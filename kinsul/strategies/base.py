@@ -21,11 +21,6 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
-BUILTIN_TERMS = (
-    "fm",
-    "fast",
-    "vlm",
-)  # flow matching (expert), FAST next-token (backbone), VLM answers (backbone)
 DECODINGS = ("flow", "fast")
 
 

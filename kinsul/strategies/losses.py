@@ -37,7 +37,7 @@ class LossContext:
     strategy: object
     batch: TrainBatch
     active: frozenset[str]  # the terms with a weight this step
-    time_beta: tuple[float, float] = (1.5, 1.0)
+    time_beta: tuple[float, float]  # model.time_beta_alpha, model.time_beta_beta: the flow-time distribution
     _robot: RobotPass | None = field(default=None, repr=False)
 
     @property

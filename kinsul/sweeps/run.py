@@ -21,9 +21,8 @@ from kinsul.training.config import TrackingConfig
 
 SWEEP_TAG = "kinsul.sweep"
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)  # a pruned trial is a result, not a gap to fill
-SKIPPED = (
-    "kinsul.skipped"  # user attr of a trial ended unrun (a duplicate grid point): neither result nor gap
-)
+# user attr of a trial ended unrun (a duplicate grid point): neither result nor gap
+SKIPPED = "kinsul.skipped"
 
 
 def study_name(preset: str) -> str:

@@ -138,10 +138,8 @@ class SweepSpec:
 
 def split_overrides(overrides) -> tuple[list[str], list[str]]:
     """(run overrides, `sweep.*` overrides): the second set the sweep's own section, the first every trial."""
-    overrides = list(overrides)
-    return [o for o in overrides if not o.startswith("sweep.")], [
-        o for o in overrides if o.startswith("sweep.")
-    ]
+    run = [o for o in overrides if not o.startswith("sweep.")]
+    return run, [o for o in overrides if o.startswith("sweep.")]
 
 
 def load_sweep(preset: str, overrides: list[str] = ()) -> SweepSpec:

@@ -29,7 +29,6 @@ from kinsul.training.module import VLAModule, resolve_loss_weights
 def make_logger(cfg: KinsulConfig, run_dir: Path, strategy: Strategy) -> MLFlowLogger | bool:
     if not cfg.tracking.enabled:
         return False
-    tracking.prepare(cfg.tracking.uri)
     id_file = run_dir / RUN_ID_FILE
     run_id = id_file.read_text().strip() if id_file.exists() else None
     logger = MLFlowLogger(experiment_name=cfg.tracking.experiment, tracking_uri=cfg.tracking.uri,
