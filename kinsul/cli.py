@@ -61,8 +61,8 @@ def cmd_world_gallery(ns: argparse.Namespace) -> None:
 
 
 def cmd_pretrain_vlm(ns: argparse.Namespace) -> None:
-    from kinsul.models.pretrained import read_meta
     from kinsul.pretraining.pretrain import pretrain_vlm
+    from kinsul.runs.pretrained import read_meta
 
     cfg = _config(ns.overrides)
     path = pretrain_vlm(cfg, fresh=ns.fresh)
@@ -77,13 +77,13 @@ def cmd_pretrain_vlm(ns: argparse.Namespace) -> None:
 
 
 def cmd_train(ns: argparse.Namespace) -> None:
+    from kinsul import tracking
     from kinsul.training.train import train
 
     cfg = _config(ns.overrides)
     run_dir = train(cfg, resume=ns.resume)
     print(f"\nrun folder: {run_dir}  (config.yaml, checkpoints/last.ckpt, checkpoints/best.ckpt)")
-    if cfg.tracking.enabled:
-        print(f"MLflow: {cfg.tracking.uri}, experiment '{cfg.tracking.experiment}'; browse with `kinsul ui`")
+    print(tracking.tracker(cfg.tracking).where())
 
 
 def cmd_eval(ns: argparse.Namespace) -> None:
@@ -96,6 +96,7 @@ def cmd_eval(ns: argparse.Namespace) -> None:
 def cmd_sweep(ns: argparse.Namespace) -> None:
     import optuna
 
+    from kinsul import tracking
     from kinsul.config import load_config
     from kinsul.sweeps.report import report
     from kinsul.sweeps.run import run_sweep, study_name
@@ -112,16 +113,10 @@ def cmd_sweep(ns: argparse.Namespace) -> None:
     out = Path("sweeps") / study_name(ns.preset)
     table = report(ns.preset, ns.overrides, out)
     print(table)
-    if cfg.tracking.enabled:
-        from kinsul import tracking
-
-        client = tracking.client(cfg.tracking.uri)
-        parent = study.user_attrs["mlflow_parent_run_id"]
-        client.set_tag(
-            parent, "mlflow.note.content", f"Sweep `{study.study_name}` report\n\n{table}"
-        )  # its description
-        for path in sorted(out.glob("*.*")):  # the table and the plots, beside the trials in the MLflow UI
-            client.log_artifact(parent, str(path))
+    tracker = tracking.tracker(cfg.tracking)
+    parent = study.user_attrs["mlflow_parent_run_id"]
+    tracker.describe(parent, f"Sweep `{study.study_name}` report\n\n{table}")
+    tracker.log_artifacts(parent, sorted(out.glob("*.*")))  # the table and plots, beside the trials in the UI
     print(
         f"\nreport: {out}/report.md and plots in {out}/  |  browse the runs: kinsul ui  (MLflow at {cfg.tracking.uri})"
     )
@@ -179,7 +174,7 @@ def cmd_ui(ns: argparse.Namespace) -> None:
 def cmd_bench(ns: argparse.Namespace) -> None:
     from kinsul.bench import BENCHMARKS, SLOW
     from kinsul.bench.record import record
-    from kinsul.config.errors import unknown_name_message
+    from kinsul.fields import unknown_name_message
 
     names = [n for n in BENCHMARKS if n not in SLOW] if ns.names == ["all"] else ns.names
     for name in names:
@@ -313,8 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from kinsul.data.store import DatasetError
         from kinsul.models.backbone import BackboneError
         from kinsul.models.build import ShapeMismatchError
-        from kinsul.models.pretrained import PretrainedVLMNotFound
         from kinsul.runs.checkpoints import CheckpointError
+        from kinsul.runs.pretrained import PretrainedVLMNotFound
         from kinsul.strategies.base import StrategyError
 
         if isinstance(

@@ -1,5 +1,8 @@
 """MLflow and provenance: what every job that logs needs. A server URI is checked before any work, so an
-unreachable server fails in seconds with one line (MLflow's own client retries for minutes)."""
+unreachable server fails in seconds with one line (MLflow's own client retries for minutes).
+
+Jobs log through a `Tracker` from `tracker(cfg.tracking)`: `MLflowTracker`, or `NoTracker` when
+``tracking.enabled=false``, which does nothing, so no job branches on whether tracking is on."""
 
 from __future__ import annotations
 
@@ -7,11 +10,20 @@ import os
 import subprocess
 import urllib.error
 import urllib.request
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from kinsul.config.errors import ConfigError
+from kinsul.fields import ConfigError
+
+if TYPE_CHECKING:
+    from lightning.pytorch.loggers import Logger
+
+    from kinsul.config.sections import TrackingConfig
 
 REACH_TIMEOUT_S = 5.0
+# a run folder remembers its MLflow run here, so a resumed run (and its evaluation) logs into the same one
+RUN_ID_FILE = "mlflow_run_id"
 
 
 def git_commit() -> str:
@@ -54,3 +66,91 @@ def client(uri: str):
 
     prepare(uri)
     return MlflowClient(tracking_uri=uri)
+
+
+def run_id_of(run_dir: Path) -> str | None:
+    """The MLflow run a run folder logs into; None before its first logged start."""
+    path = Path(run_dir) / RUN_ID_FILE
+    return path.read_text().strip() if path.is_file() else None
+
+
+class NoTracker:
+    """``tracking.enabled=false``: runs train and evaluate exactly the same, and nothing is logged."""
+
+    def check(self) -> None:
+        pass
+
+    def lightning_logger(
+        self, run_dir: Path, tags: Mapping[str, str], params: Mapping[str, str]
+    ) -> Logger | bool:
+        return False  # Lightning's "no logger"
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        pass
+
+    def log_artifacts(self, run_id: str, files: Iterable[Path], artifact_path: str | None = None) -> None:
+        pass
+
+    def describe(self, run_id: str, text: str) -> None:
+        pass
+
+    def where(self) -> str:
+        return "MLflow: off (tracking.enabled=false)"
+
+
+class MLflowTracker(NoTracker):
+    """An MLflow store: a sqlite file or a server."""
+
+    def __init__(self, cfg: TrackingConfig):
+        self.cfg = cfg
+        self._client: Any = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = client(self.cfg.uri)
+        return self._client
+
+    def check(self) -> None:
+        prepare(self.cfg.uri)  # an unreachable server fails here, in seconds
+
+    def lightning_logger(
+        self, run_dir: Path, tags: Mapping[str, str], params: Mapping[str, str]
+    ) -> Logger | bool:
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        run_id = run_id_of(run_dir)
+        parent = {"mlflow.parentRunId": self.cfg.parent_run_id} if self.cfg.parent_run_id else {}
+        logger = MLFlowLogger(experiment_name=self.cfg.experiment, tracking_uri=self.cfg.uri,
+                              artifact_location=self.cfg.artifact_location(), run_name=run_dir.name, run_id=run_id,
+                              tags={**tags, "git_commit": git_commit(), **parent})  # fmt: skip
+        if run_id is None:  # a new run: its parameters and config once
+            (run_dir / RUN_ID_FILE).write_text(logger.run_id)
+            logger.log_hyperparams(dict(params))
+            if (run_dir / "config.yaml").is_file():
+                logger.experiment.log_artifact(logger.run_id, str(run_dir / "config.yaml"))
+        return logger
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        import math
+
+        for key, value in metrics.items():
+            if math.isfinite(value):
+                self.client.log_metric(run_id, key, float(value), step=step)
+
+    def log_artifacts(self, run_id: str, files: Iterable[Path], artifact_path: str | None = None) -> None:
+        for path in files:
+            self.client.log_artifact(run_id, str(path), artifact_path=artifact_path)
+
+    def describe(self, run_id: str, text: str) -> None:
+        self.client.set_tag(run_id, "mlflow.note.content", text)  # the run's description in the UI
+
+    def where(self) -> str:
+        return f"MLflow: {self.cfg.uri}, experiment '{self.cfg.experiment}'; browse with `kinsul ui`"
+
+
+Tracker = NoTracker | MLflowTracker
+
+
+def tracker(cfg: TrackingConfig) -> Tracker:
+    return MLflowTracker(cfg) if cfg.enabled else NoTracker()

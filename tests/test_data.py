@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import shutil
@@ -85,8 +86,8 @@ def test_round_trip_cache_and_load(micro_data, tmp_path):
 
 def test_generation_is_deterministic_across_workers(micro_cfg):
     a = open_dataset(generate(micro_cfg, "robot", progress=False))
-    micro_cfg.data.num_workers = 2  # not part of the cache key: same content, new folder forced
-    b = open_dataset(generate(micro_cfg, "robot", force=True, progress=False))
+    two = dataclasses.replace(micro_cfg, data=dataclasses.replace(micro_cfg.data, num_workers=2))
+    b = open_dataset(generate(two, "robot", force=True, progress=False))  # workers are not in the cache key
     assert a["train"]["instruction"] == b["train"]["instruction"]
     np.testing.assert_array_equal(
         a["train"].with_format("numpy")["actions"], b["train"].with_format("numpy")["actions"]
@@ -107,11 +108,15 @@ def test_interrupted_generation_leaves_nothing_loadable(micro_cfg, monkeypatch):
     assert not final.exists()
     with pytest.raises(DatasetError, match=str(final)):
         load(micro_cfg, "robot")
-    partial = next(final.parent.glob(".tmp-robot-*"))
+    assert not list(final.parent.glob(f".tmp-{final.name}-*"))  # the half-written copy went with the error
+    # a writer killed outright (SIGKILL) leaves its temporary folder: unloadable, and removed by the next writer
+    killed = final.parent / f".tmp-{final.name}-999999999"
+    (killed / "train").mkdir(parents=True)
     with pytest.raises(DatasetError, match="incomplete"):
-        open_dataset(partial)
+        open_dataset(killed)
     monkeypatch.undo()
     assert open_dataset(generate(micro_cfg, "robot", progress=False), "robot")  # a rerun completes
+    assert not killed.exists()
 
 
 def test_empty_splits_round_trip(tmp_path):
@@ -149,12 +154,11 @@ def test_cli_generate_prints_summary(micro_cfg, capsys):
 def test_tensors_match_the_rows_and_reuse_the_datasets_cache(micro_data):
     """Decoded frames and token ids come from cached `datasets` maps: equal to decoding and tokenizing each row,
     and a second load reads the cache files instead of computing again."""
-    from kinsul.data.fast_cache import fast_tokenizer
     from kinsul.data.tensors import RobotTensors, VLMTensors, decode_images
-    from kinsul.runs.assembly import make_tokenizer
+    from kinsul.runs.assembly import make_fast_tokenizer, make_tokenizer
 
     cfg, robot, vlm = micro_data
-    tok, fast, m = make_tokenizer(cfg), fast_tokenizer(cfg), cfg.model
+    tok, fast, m = make_tokenizer(cfg), make_fast_tokenizer(cfg), cfg.model
     ds = robot["train"]
     data = RobotTensors.from_dataset(ds, tok, fast, m.max_text_len, m.max_fast_len)
     for i in (0, len(ds) // 2, len(ds) - 1):

@@ -9,8 +9,8 @@ from kinsul.cli import main
 from kinsul.data.tensors import VLMTensors
 from kinsul.evaluation.retention import retention
 from kinsul.models.build import build_vla
-from kinsul.models.pretrained import SHIPPED_DIR
 from kinsul.runs.assembly import data_spec, make_tokenizer
+from kinsul.runs.pretrained import SHIPPED_DIR
 from kinsul.training.train import train
 
 

@@ -1,16 +1,18 @@
+import dataclasses
+
 import pytest
 import torch
 
 from kinsul.cli import main
 from kinsul.config import load_config
-from kinsul.config.errors import ConfigError
 from kinsul.data.tensors import VLMTensors
 from kinsul.evaluation.probe import ProbeAccuracy
-from kinsul.models import pretrained
+from kinsul.fields import ConfigError
 from kinsul.models.build import build_vla
 from kinsul.pretraining import pretrain
 from kinsul.pretraining.pretrain import VLMPretrainModule, pretrain_vlm
 from kinsul.pretraining.vision_stage import VisionStageModule
+from kinsul.runs import pretrained
 from kinsul.runs.assembly import data_spec, make_tokenizer
 from kinsul.world.language import QTYPES
 
@@ -29,14 +31,14 @@ def test_pretrain_saves_loadable_model_and_resolves(tmp_path, capsys):
         "count",
     }
     assert (path / "model.safetensors").is_file()
-    cfg.model.pretrained_path = str(path)
-    vla = build_vla(cfg.model, make_tokenizer(cfg), data_spec(cfg))
+    model = dataclasses.replace(cfg.model, pretrained_path=str(path))
+    vla = build_vla(model, make_tokenizer(cfg), data_spec(cfg))
     assert vla.backbone.config.text_config.hidden_size == 32
 
 
 def _weights(cfg, path):
-    cfg.model.pretrained_path = str(path)
-    return build_vla(cfg.model, make_tokenizer(cfg), data_spec(cfg)).backbone.state_dict()
+    model = dataclasses.replace(cfg.model, pretrained_path=str(path))
+    return build_vla(model, make_tokenizer(cfg), data_spec(cfg)).backbone.state_dict()
 
 
 @pytest.mark.parametrize(

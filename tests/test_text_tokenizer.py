@@ -1,6 +1,5 @@
-from kinsul.data.vlm import loc_words
 from kinsul.tokenizers.text import SPECIALS, TextTokenizer
-from kinsul.world.language import WORDS
+from kinsul.world.language import WORDS, loc_words
 
 
 def test_vocabulary_layout_and_round_trip(tmp_path):

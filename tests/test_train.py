@@ -85,11 +85,24 @@ def test_run_is_logged_to_mlflow_and_read_back(micro_root):
     run = client.get_run((run_dir / "mlflow_run_id").read_text().strip())
     assert run.info.status == "FINISHED"
     assert run.data.tags["strategy"] == "ki" and "stop-gradient" in run.data.tags["mlflow.note.content"]
+    assert run.data.tags["kinsul.role"] == "run"  # a sweep's trials are tagged "trial", its parent "parent"
     assert run.data.params["strategy.name"] == "ki" and run.data.params["model.size"] == "micro"
     for key in ("train/loss_fm", "train/loss_fast", "train/loss_vlm", "val/action_mse"):
         assert key in run.data.metrics, key
     history = client.get_metric_history(run.info.run_id, "val/action_mse")
     assert [m.step for m in history] == [1, 3]
+
+
+def test_tracking_off_trains_the_same_and_logs_nothing(micro_root, tmp_path, capsys):
+    db = tmp_path / "mlflow.db"
+    args = ["train", "micro", f"data.root={micro_root / 'data'}", f"tracking.uri=sqlite:///{db}",
+            f"trainer.runs_dir={tmp_path / 'runs'}", "trainer.run_name=untracked", "tracking.enabled=false"]  # fmt: skip
+    assert main(args) == 0
+    assert "MLflow: off" in capsys.readouterr().out
+    run_dir = tmp_path / "runs" / "untracked"
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and not (run_dir / "mlflow_run_id").exists()
+    assert main(["eval", str(run_dir), "eval.episodes=1", "eval.videos=0", "eval.probe_samples=8"]) == 0
+    assert not db.exists() and not (tmp_path / "mlruns").exists()  # no store was created, even by eval
 
 
 def test_steps_to_target_records_the_first_validation_that_reaches_it(micro_root):
@@ -233,6 +246,27 @@ def test_a_failed_start_leaves_no_run_folder(micro_root):
     with pytest.raises(Exception, match="nowhere"):
         train(cfg, progress=False)
     assert not (micro_root / "runs" / "failed").exists()
+
+
+def test_a_data_error_inside_fit_keeps_the_good_checkpoint_and_leaves_no_new_folder(micro_root, monkeypatch):
+    from kinsul.data.store import DatasetError
+    from kinsul.training.datamodule import KinsulDataModule
+
+    done = train(micro(micro_root, "strategy.name=stop_grad", "trainer.run_name=dataerr"), progress=False)
+    last = done / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+
+    def truncated(self, stage=None):
+        raise DatasetError("cached file 'x.arrow' is truncated")
+
+    monkeypatch.setattr(KinsulDataModule, "setup", truncated)
+    resumed = micro(micro_root, "strategy.name=stop_grad", "trainer.run_name=dataerr", "trainer.max_steps=6")
+    with pytest.raises(DatasetError):
+        train(resumed, resume=True, progress=False)
+    assert last.read_bytes() == before  # not replaced by the untrained weights of a step-0 save
+    with pytest.raises(DatasetError):
+        train(micro(micro_root, "strategy.name=stop_grad", "trainer.run_name=dataerr2"), progress=False)
+    assert not (micro_root / "runs" / "dataerr2").exists()
 
 
 def test_an_unreachable_tracking_server_fails_in_seconds_naming_the_key(micro_root, capsys):

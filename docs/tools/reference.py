@@ -40,7 +40,7 @@ def config_reference() -> str:
 
     root = KinsulConfig()
     lines = ["# Configuration reference", "",
-             "Generated from the config dataclasses (`kinsul/config/schema.py` and each component's `config.py`): "
+             "Generated from the config dataclasses (`kinsul/config/schema.py`, `kinsul/config/sections.py` and each component's `config.py`): "
              "every key, its default and what it means. Set any of them as `kinsul VERB [PRESET] key=value`, or in "
              "a preset YAML (`ablations/`); `kinsul config [PRESET] [key=value ...]` prints the resolved result. "
              "Values are validated when the config loads: a wrong key, type or range names the key.", ""]  # fmt: skip

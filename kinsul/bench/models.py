@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from kinsul.models.build import build_vla
 from kinsul.models.config import SIZE_PRESETS, ModelConfig
 from kinsul.models.flow import interpolate, sample_time
 from kinsul.models.vla import flow_loss, token_loss
-from kinsul.runs.assembly import data_spec, make_tokenizer
+from kinsul.runs.assembly import data_spec, make_fast_tokenizer, make_tokenizer
 
 
 def _count(module) -> int:
@@ -52,13 +53,12 @@ def fast_length(horizon: int, episodes: int = 300) -> float:
     import numpy as np
 
     from kinsul.data import store
-    from kinsul.data.fast_cache import fast_tokenizer
 
     with tempfile.TemporaryDirectory() as root:
         cfg = load_config(None, [f"data.root={root}", f"data.chunk_size={horizon}",
                                  f"data.robot_episodes={{train: {episodes}, validation: 1, probe: 1}}"])  # fmt: skip
         store.generate(cfg, "robot", progress=False)
-        fast = fast_tokenizer(cfg)
+        fast = make_fast_tokenizer(cfg)
         chunks = store.load(cfg, "robot")["train"].with_format("numpy", columns=["actions"])[:]["actions"]
         return float(np.mean([len(fast.encode(c)) + 1 for c in chunks.astype(np.float32)]))
 
@@ -168,14 +168,15 @@ def vlm_probe() -> dict:
     from kinsul.data import store
     from kinsul.data.tensors import VLMTensors
     from kinsul.evaluation.probe import probe_accuracy
-    from kinsul.models import pretrained
+    from kinsul.runs import pretrained
 
     cfg = load_config()
     path = pretrained.resolve(cfg)
     meta = pretrained.read_meta(path)
-    cfg.model.pretrained_path = str(path)
     tok = make_tokenizer(cfg)
-    vla = build_vla(cfg.model, tok, data_spec(cfg), with_expert=False)
+    vla = build_vla(
+        dataclasses.replace(cfg.model, pretrained_path=str(path)), tok, data_spec(cfg), with_expert=False
+    )
     probe = VLMTensors.from_dataset(store.load(cfg, "vlm")["probe"], tok, cfg.model.max_text_len)
     acc = probe_accuracy(vla, probe)
     worst = min(acc[q] for q in GOAL_QTYPES)

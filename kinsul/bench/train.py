@@ -10,10 +10,9 @@ import torch
 
 from kinsul.config import load_config
 from kinsul.data import store
-from kinsul.data.fast_cache import fast_tokenizer
 from kinsul.data.tensors import RobotTensors, VLMTensors
 from kinsul.models.build import build_vla
-from kinsul.runs.assembly import data_spec, make_tokenizer
+from kinsul.runs.assembly import data_spec, make_fast_tokenizer, make_tokenizer
 from kinsul.strategies import create
 from kinsul.strategies.registry import builtins
 from kinsul.training.datamodule import MixedBatches, length_groups
@@ -28,7 +27,7 @@ def strategy_steps(batch: int = 32, rounds: int = 12) -> dict:
     m = cfg.model
     for kind in ("robot", "vlm"):
         store.generate(cfg, kind, progress=False)
-    fast = fast_tokenizer(cfg)
+    fast = make_fast_tokenizer(cfg)
     robot = RobotTensors.from_dataset(
         store.load(cfg, "robot")["train"], tok, fast, m.max_text_len, m.max_fast_len
     )

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import typing
 from collections.abc import Sequence
 from functools import cache
@@ -14,8 +12,8 @@ from typing import Any, TypeVar
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from kinsul.config.errors import ConfigError, FieldValueError, nearest, unknown_name_message
 from kinsul.config.schema import KinsulConfig
+from kinsul.fields import ConfigError, FieldValueError, nearest, unknown_name_message
 
 T = TypeVar("T")
 # ablations/, linked into the package as kinsul/presets: wheels ship it
@@ -158,9 +156,3 @@ def save_config(cfg: Any, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(to_yaml(cfg))
     return path
-
-
-def config_hash(*parts: Any, length: int = 12) -> str:
-    """A stable hash of dataclass configs (and plain values): the cache key of generated artefacts."""
-    payload = [dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts]
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:length]

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kinsul.config.errors import FieldValueError
+from kinsul.config.sections import EvalConfig, PretrainConfig, TrackingConfig, TrainerConfig
 from kinsul.data.config import DataConfig
+from kinsul.fields import FieldValueError
 from kinsul.models.config import ModelConfig
-from kinsul.training.config import EvalConfig, PretrainConfig, StrategyConfig, TrackingConfig, TrainerConfig
+from kinsul.strategies.config import StrategyConfig
 from kinsul.world.concepts import ConceptConfig
 from kinsul.world.config import WorldConfig
 
 
-@dataclass
+@dataclass(frozen=True)
 class KinsulConfig:
     world: WorldConfig = field(default_factory=WorldConfig)
     concepts: ConceptConfig = field(default_factory=ConceptConfig)

@@ -1,11 +1,16 @@
+"""The data section of the configuration, and the sections generated data depends on (`DataSections`)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from kinsul.config.errors import check_range
+from kinsul.fields import check_range
+from kinsul.world.concepts import ConceptConfig
+from kinsul.world.config import WorldConfig
 
 
-@dataclass
+@dataclass(frozen=True)
 class SplitSizes:
     train: int = 0
     validation: int = 0
@@ -16,7 +21,7 @@ class SplitSizes:
             check_range(name, getattr(self, name), 0, 10_000_000)
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     """Generated datasets: robot demonstrations and VLM question answering, cached under ``root``."""
 
@@ -38,3 +43,17 @@ class DataConfig:
         check_range("vlm_max_objects", self.vlm_max_objects, self.vlm_min_objects, 6)
         check_range("loc_bins", self.loc_bins, 2, 100)
         check_range("num_workers", self.num_workers, 1, 256)
+
+
+class DataSections(Protocol):
+    """What generated data depends on: the world, its concepts and the data section. The root configuration
+    has these (and more); the data package reads only them and never imports the root."""
+
+    @property
+    def world(self) -> WorldConfig: ...
+
+    @property
+    def concepts(self) -> ConceptConfig: ...
+
+    @property
+    def data(self) -> DataConfig: ...

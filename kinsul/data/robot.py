@@ -8,7 +8,7 @@ import numpy as np
 from datasets import Array2D, Features, Image, List, Value
 from PIL import Image as PILImage
 
-from kinsul.config.schema import KinsulConfig
+from kinsul.data.config import DataSections
 from kinsul.world.env import ACTION_DIM, STATE_DIM, KinsulWorldEnv
 from kinsul.world.expert import ScriptedExpert, run_expert_episode
 
@@ -56,7 +56,7 @@ def episode_seed(base: int, split: str, episode: int, attempt: int) -> int:
     return int(np.random.SeedSequence([base, split_id, episode, attempt]).generate_state(1)[0])
 
 
-def generate_episodes(cfg: KinsulConfig, split: str, episodes: range) -> dict[str, list]:
+def generate_episodes(cfg: DataSections, split: str, episodes: range) -> dict[str, list]:
     """Columns for ``episodes`` of ``split``; deterministic per episode, whatever the sharding."""
     env = KinsulWorldEnv(cfg.world, cfg.concepts)
     H = cfg.data.chunk_size

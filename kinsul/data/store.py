@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -16,9 +14,10 @@ from datasets import Dataset, DatasetDict, Features, load_from_disk
 from datasets.utils.logging import disable_progress_bar
 from tqdm.auto import tqdm
 
-from kinsul.config.loader import config_hash
-from kinsul.config.schema import KinsulConfig
 from kinsul.data import robot, vlm
+from kinsul.data.atomic import atomic_folder
+from kinsul.data.config import DataSections
+from kinsul.fields import config_hash
 
 # Bump a kind's version when its generated content changes, so caches are rebuilt.
 GENERATOR_VERSION = {"robot": 2, "vlm": 1}
@@ -35,21 +34,21 @@ class DatasetError(RuntimeError):
 class Kind:
     name: str
     splits: tuple[str, ...]
-    features: Callable[[KinsulConfig], Features]
-    generate: Callable[[KinsulConfig, str, range], dict[str, list]]
-    sizes: Callable[[KinsulConfig], dict[str, int]]
-    key: Callable[[KinsulConfig], tuple]  # the config parts the content depends on
+    features: Callable[[DataSections], Features]
+    generate: Callable[[DataSections, str, range], dict[str, list]]
+    sizes: Callable[[DataSections], dict[str, int]]
+    key: Callable[[DataSections], tuple]  # the config parts the content depends on
 
-    def dataset_hash(self, cfg: KinsulConfig) -> str:
+    def dataset_hash(self, cfg: DataSections) -> str:
         return config_hash(self.name, GENERATOR_VERSION[self.name], *self.key(cfg))
 
 
-def _robot_key(cfg: KinsulConfig) -> tuple:
+def _robot_key(cfg: DataSections) -> tuple:
     d = cfg.data
     return cfg.world, cfg.concepts, d.seed, d.chunk_size, dataclasses.asdict(d.robot_episodes)
 
 
-def _vlm_key(cfg: KinsulConfig) -> tuple:
+def _vlm_key(cfg: DataSections) -> tuple:
     d = cfg.data
     return (
         cfg.world.image_size,
@@ -82,7 +81,7 @@ KINDS = {
 }
 
 
-def dataset_dir(cfg: KinsulConfig, kind: str) -> Path:
+def dataset_dir(cfg: DataSections, kind: str) -> Path:
     return Path(cfg.data.root) / f"{kind}-{KINDS[kind].dataset_hash(cfg)}"
 
 
@@ -91,28 +90,14 @@ def _work(args: tuple) -> tuple[str, int, dict[str, list]]:
     return split, start, KINDS[kind].generate(cfg, split, range(start, stop))
 
 
-def _clean_stale(root: Path, kind: str, digest: str) -> None:
-    for tmp in root.glob(f".tmp-{kind}-{digest}-*"):
-        pid = int(tmp.name.rsplit("-", 1)[1])
-        try:
-            os.kill(pid, 0)  # still being written by a live process: leave it alone
-        except ProcessLookupError:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def generate(cfg: KinsulConfig, kind: str, force: bool = False, progress: bool = True) -> Path:
+def generate(cfg: DataSections, kind: str, force: bool = False, progress: bool = True) -> Path:
     """Generate (or reuse) the ``kind`` dataset for ``cfg``; returns its folder."""
     k = KINDS[kind]
     final = dataset_dir(cfg, kind)
     if final.exists() and not force:
         open_dataset(final, kind)  # a cached folder must still be sound
         return final
-    root = final.parent
-    root.mkdir(parents=True, exist_ok=True)
     digest = k.dataset_hash(cfg)
-    _clean_stale(root, kind, digest)
-    tmp = root / f".tmp-{kind}-{digest}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     start = time.perf_counter()
     sizes = k.sizes(cfg)
     jobs = [
@@ -141,24 +126,22 @@ def generate(cfg: KinsulConfig, kind: str, force: bool = False, progress: bool =
     disable_progress_bar()  # one bar per generation is enough
     # explicit shard counts: datasets cannot reload an empty split saved with its default of zero shards
     shards = {s: 1 + d.data.nbytes // MAX_SHARD_BYTES for s, d in splits.items()}
-    DatasetDict(splits).save_to_disk(str(tmp), num_shards=shards)
     meta = {
         "kind": kind,
         "hash": digest,
         "generator_version": GENERATOR_VERSION[kind],
         "rows": {s: len(d) for s, d in splits.items()},
         "sizes": sizes,
-        "seconds": round(time.perf_counter() - start, 2),
         "config": {
             "world": dataclasses.asdict(cfg.world),
             "concepts": dataclasses.asdict(cfg.concepts),
             "data": dataclasses.asdict(cfg.data),
         },
     }
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-    if final.exists():  # forced regeneration: swap in the new folder
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with atomic_folder(final, overwrite=True) as tmp:  # forced regeneration swaps in the new folder
+        DatasetDict(splits).save_to_disk(str(tmp), num_shards=shards)
+        meta["seconds"] = round(time.perf_counter() - start, 2)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
     return final
 
 
@@ -196,7 +179,7 @@ def open_dataset(path: str | Path, kind: str | None = None) -> DatasetDict:
     return ds
 
 
-def load(cfg: KinsulConfig, kind: str) -> DatasetDict:
+def load(cfg: DataSections, kind: str) -> DatasetDict:
     """The dataset for ``cfg`` (it must have been generated), with its columns checked against the schema."""
     ds = open_dataset(dataset_dir(cfg, kind), kind)
     features = KINDS[kind].features(cfg)

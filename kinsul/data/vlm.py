@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from datasets import Features, Image, Value
 
-from kinsul.config.schema import KinsulConfig
+from kinsul.data.config import DataConfig, DataSections
 from kinsul.data.robot import png_bytes
 from kinsul.world.concepts import COLOURS, SHAPES, ConceptConfig
-from kinsul.world.language import QTYPES, unique_relations
+from kinsul.world.language import QTYPES, loc_token, unique_relations
 from kinsul.world.render import Renderer
 from kinsul.world.scene import Scene, sample_scene
 
@@ -27,19 +27,6 @@ def vlm_features() -> Features:
             "n_objects": Value("int32"),
         }
     )
-
-
-def loc_bin(value: float, bins: int) -> int:
-    """The localisation bin of a table coordinate in [0, 1]."""
-    return min(int(value * bins), bins - 1)
-
-
-def loc_token(value: float, bins: int) -> str:
-    return f"loc{loc_bin(value, bins):02d}"
-
-
-def loc_words(bins: int) -> list[str]:
-    return [f"loc{i:02d}" for i in range(bins)]
 
 
 def _unique(scene: Scene, i: int, attr: str) -> bool:
@@ -84,11 +71,10 @@ def ask(scene: Scene, qtype: str, rng: np.random.Generator, loc_bins: int) -> tu
 
 
 def pose_question(
-    rng: np.random.Generator, qtype: str, max_objects: int, cfg: KinsulConfig
+    rng: np.random.Generator, qtype: str, max_objects: int, d: DataConfig
 ) -> tuple[Scene, str, str] | None:
     """One draw: a scene of ``vlm_min_objects``..``max_objects`` objects and a ``qtype`` question about it
     (None when that scene cannot pose it unambiguously; the caller redraws)."""
-    d = cfg.data
     scene = sample_scene(rng, int(rng.integers(d.vlm_min_objects, max_objects + 1)))
     qa = ask(scene, qtype, rng, d.loc_bins)
     return None if qa is None else (scene, *qa)
@@ -103,7 +89,7 @@ def mentions_heldout(text: str, concepts: ConceptConfig) -> bool:
     return bool(words & (set(concepts.heldout_colours) | set(concepts.heldout_shapes)))
 
 
-def generate_samples(cfg: KinsulConfig, split: str, indices: range) -> dict[str, list]:
+def generate_samples(cfg: DataSections, split: str, indices: range) -> dict[str, list]:
     """Question types are balanced: sample ``k`` asks type ``k mod 7`` (redrawing unfit scenes)."""
     renderer = Renderer(cfg.world.image_size)
     d = cfg.data
@@ -113,7 +99,7 @@ def generate_samples(cfg: KinsulConfig, split: str, indices: range) -> dict[str,
         qtype = QTYPES[k % len(QTYPES)]
         posed = None
         while posed is None:
-            posed = pose_question(rng, qtype, d.vlm_max_objects, cfg)
+            posed = pose_question(rng, qtype, d.vlm_max_objects, d)
         scene, question, answer = posed
         cols["image"].append({"bytes": png_bytes(renderer.render(scene)), "path": None})
         cols["question"].append(question)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kinsul import tracking
 from kinsul.config.loader import load_config
 from kinsul.config.schema import KinsulConfig
 from kinsul.data import store
@@ -19,9 +20,9 @@ from kinsul.evaluation.latency import FAST_TOKENS, chunk_latency
 from kinsul.evaluation.policies import VLAPolicy
 from kinsul.evaluation.retention import retention
 from kinsul.evaluation.rollouts import evaluation_specs, rollout, summarize
-from kinsul.models import pretrained
 from kinsul.models.build import build_vla, check_data_spec
-from kinsul.runs.assembly import RUN_ID_FILE, data_spec, make_tokenizer, prepare
+from kinsul.runs import pretrained
+from kinsul.runs.assembly import data_spec, make_tokenizer, prepare
 from kinsul.runs.checkpoints import load_checkpoint
 from kinsul.strategies import create
 
@@ -84,15 +85,12 @@ def evaluate(target: str | Path, overrides: list[str] = (), log: bool = True) ->
     out.mkdir(exist_ok=True)
     files = [*write_gifs(results["seen"] + results["heldout"], out), success_plot(rates, list(cfg.world.tasks), out),
              write_metrics(metrics, out)]  # fmt: skip
-    if log and trained_cfg.tracking.enabled and (run_dir / RUN_ID_FILE).exists():
+    run_id = tracking.run_id_of(run_dir)
+    if log and run_id:
+        tracker = tracking.tracker(trained_cfg.tracking)
         # at the checkpoint's step, so evaluation points sit where training left off in MLflow's charts
-        _log(
-            trained_cfg,
-            (run_dir / RUN_ID_FILE).read_text().strip(),
-            metrics,
-            files,
-            checkpoint["global_step"],
-        )
+        tracker.log_metrics(run_id, metrics, checkpoint["global_step"])
+        tracker.log_artifacts(run_id, files, artifact_path="eval")
     return metrics, rates
 
 
@@ -141,17 +139,6 @@ def _latency(vla, tok, cfg: KinsulConfig) -> dict[str, float]:
     obs = Observation(torch.from_numpy(np.full((1, s, s, 3), 200, np.uint8)), torch.zeros(1, 4), text,
                       text != tok.pad_id)  # fmt: skip
     return chunk_latency(vla, obs, cfg.model.flow_steps, FAST_TOKENS, cfg.eval.latency_repeats)
-
-
-def _log(cfg: KinsulConfig, run_id: str, metrics: dict[str, float], files: list[Path], step: int) -> None:
-    from kinsul import tracking
-
-    client = tracking.client(cfg.tracking.uri)
-    for key, value in metrics.items():
-        if np.isfinite(value):
-            client.log_metric(run_id, key, float(value), step=step)
-    for path in files:
-        client.log_artifact(run_id, str(path), artifact_path="eval")
 
 
 def format_table(metrics: dict[str, float], rates: dict[str, dict]) -> str:

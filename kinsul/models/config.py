@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kinsul.config.errors import FieldValueError, check_choice, check_range
+from kinsul.fields import FieldValueError, check_choice, check_range
 
 # Backbone sizes. Vision: SigLIP ViT; text: Gemma decoder. The expert copies layers/heads/kv/head_dim.
 SIZE_PRESETS: dict[str, dict[str, int]] = {
@@ -20,7 +20,7 @@ SIZE_PRESETS: dict[str, dict[str, int]] = {
 }  # fmt: skip
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     """The VLA: backbone (VLM) + action expert + FAST action tokens."""
 

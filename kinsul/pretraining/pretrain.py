@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import time
@@ -14,25 +13,26 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch.utils.data import IterableDataset
 
 from kinsul.config.loader import save_config
 from kinsul.config.schema import KinsulConfig
 from kinsul.data import store
+from kinsul.data.atomic import atomic_folder
+from kinsul.data.streams import StepStream, step_generator
 from kinsul.data.tensors import VLMTensors, grouped_batch
 from kinsul.evaluation.probe import ProbeAccuracy, ProbeBatches, exact_match, probe_accuracy
-from kinsul.models import pretrained
 from kinsul.models.build import build_vla
 from kinsul.models.vla import VLA
 from kinsul.pretraining.question_stream import QuestionStream, answer_buckets, object_cap
 from kinsul.pretraining.vision_stage import SceneStream, VisionStageModule
+from kinsul.runs import pretrained
 from kinsul.runs.assembly import data_spec, make_tokenizer
 from kinsul.runs.checkpoints import ExceptionCheckpoint, LastCheckpoint, checkpoint_step
 from kinsul.runs.schedule import adamw_warmup_cosine
 from kinsul.tokenizers.text import TextTokenizer
 
 
-class CurriculumBatches(IterableDataset):
+class CurriculumBatches(StepStream):
     """Stage-2 batches from the stored VLM train split (`pretrain.questions=stored`), endless; batch k is a
     pure function of (seed, k), so a resumed run sees the same stream.
 
@@ -53,7 +53,6 @@ class CurriculumBatches(IterableDataset):
         self.pools = {k: torch.nonzero((n_objects <= k) & (self.weights > 0)).squeeze(1)
                       for k in range(1, int(n_objects.max()) + 1)}  # fmt: skip
         self.bucket = answer_buckets(data, pad_id)
-        self.start_step = 0
 
     def cap(self, step: int) -> int:
         """``object_cap``, raised to the next object count the split has (weighted) questions for."""
@@ -67,15 +66,12 @@ class CurriculumBatches(IterableDataset):
         G, B = self.cfg.pretrain.length_groups, self.cfg.pretrain.batch_size
         first = step - step % G  # the group's first step seeds the draw and sets the object cap
         pool = self.pools[self.cap(first)]
-        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + first)
+        g = step_generator(self.cfg.seed, first)
         idx = pool[torch.multinomial(self.weights[pool], G * B, replacement=True, generator=g)]
         return idx if G == 1 else grouped_batch(idx, self.bucket, G, step % G, g)
 
-    def __iter__(self):
-        step = self.start_step
-        while True:
-            yield self.data.batch(self.indices(step), self.pad_id)
-            step += 1
+    def batch(self, step: int):
+        return self.data.batch(self.indices(step), self.pad_id)
 
 
 def answer_loss(logits: torch.Tensor, suffix_ids: torch.Tensor, suffix_mask: torch.Tensor) -> torch.Tensor:
@@ -197,10 +193,6 @@ def save_vlm(
     vla: VLA, tok: TextTokenizer, cfg: KinsulConfig, dest: Path, accuracy: dict, seconds: float
 ) -> Path:
     """save_pretrained into a temporary folder, then rename: a crash never leaves a half-written model."""
-    tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    vla.backbone.save_pretrained(tmp)
-    tok.save(tmp / pretrained.TOKENIZER_FILE)
     meta = {
         "name": pretrained.vlm_name(cfg),
         "hash": pretrained.vlm_hash(cfg),
@@ -211,8 +203,8 @@ def save_vlm(
         "parameters": sum(p.numel() for p in vla.backbone.parameters()),
         "command": "kinsul pretrain-vlm " + " ".join(sys.argv[2:]),
     }
-    (tmp / pretrained.META_FILE).write_text(json.dumps(meta, indent=2))
-    if dest.exists():
-        shutil.rmtree(dest)
-    os.replace(tmp, dest)
+    with atomic_folder(dest, overwrite=True) as tmp:
+        vla.backbone.save_pretrained(tmp)
+        tok.save(tmp / pretrained.TOKENIZER_FILE)
+        (tmp / pretrained.META_FILE).write_text(json.dumps(meta, indent=2))
     return dest

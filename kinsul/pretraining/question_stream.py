@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset
 
 from kinsul.config.schema import KinsulConfig
+from kinsul.data.streams import StepStream, step_generator, step_rng
 from kinsul.data.tensors import VLMTensors, answer_tokens, grouped_batch, prompt_ids
 from kinsul.data.vlm import pose_question
 from kinsul.tokenizers.text import TextTokenizer
@@ -36,7 +36,7 @@ def answer_buckets(data: VLMTensors, pad_id: int) -> torch.Tensor:
     return ((data.answer_ids != pad_id).sum(1) + LENGTH_BUCKET - 1) // LENGTH_BUCKET
 
 
-class QuestionStream(IterableDataset):
+class QuestionStream(StepStream):
     """Endless (observation, answer ids, answer mask) batches; batch k is a pure function of (seed, k).
 
     The questions of ``length_groups`` consecutive batches are drawn together (type by ``qtype_weights``; a
@@ -52,19 +52,18 @@ class QuestionStream(IterableDataset):
         w = np.array([cfg.pretrain.qtype_weights.get(q, 1.0) for q in QTYPES])
         self.p = w / w.sum()
         self.renderer = Renderer(cfg.world.image_size)
-        self.start_step = 0
         self._group: tuple[int, VLMTensors] | None = None
 
     def questions(self, first: int) -> VLMTensors:
         """The group of batches that starts at step ``first``, in draw order."""
         cfg, tok, n = self.cfg, self.tok, self.cfg.pretrain.length_groups * self.cfg.pretrain.batch_size
-        rng = np.random.default_rng([cfg.seed, 11, first])
+        rng = step_rng(cfg.seed, 11, first)
         cap = object_cap(cfg, first)
         images, qs, answers, qtypes = [], [], [], []
         for _ in range(n):
             for _ in range(MAX_DRAWS):
                 qtype = QTYPES[rng.choice(len(QTYPES), p=self.p)]
-                posed = pose_question(rng, qtype, cap, cfg)
+                posed = pose_question(rng, qtype, cap, cfg.data)
                 if posed is not None:
                     break
             else:
@@ -86,7 +85,7 @@ class QuestionStream(IterableDataset):
         everything = torch.arange(len(data))
         if G == 1:
             return everything
-        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + first)
+        g = step_generator(self.cfg.seed, first)
         return grouped_batch(everything, answer_buckets(data, self.tok.pad_id), G, slot, g)
 
     def batch(self, step: int):
@@ -95,9 +94,3 @@ class QuestionStream(IterableDataset):
             self._group = (first, self.questions(first))
         data = self._group[1]
         return data.batch(self.batch_indices(data, first, step - first), self.tok.pad_id)
-
-    def __iter__(self):
-        step = self.start_step
-        while True:
-            yield self.batch(step)
-            step += 1

@@ -17,13 +17,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import IterableDataset
 
 from kinsul.config.schema import KinsulConfig
-from kinsul.data.vlm import loc_bin
+from kinsul.data.streams import StepStream, step_rng
 from kinsul.models.vla import VLA
 from kinsul.runs.schedule import adamw_warmup_cosine
 from kinsul.world.concepts import COLOURS, SHAPES, SIZES
+from kinsul.world.language import loc_bin
 from kinsul.world.render import Renderer
 from kinsul.world.scene import sample_scene
 
@@ -31,7 +31,7 @@ ATTRIBUTES = ("shape", "colour", "size")
 MAX_PER_PATCH = 2  # objectness classes: 0, 1, 2 or more object centres in a patch
 
 
-class SceneStream(IterableDataset):
+class SceneStream(StepStream):
     """Endless batches of rendered VLM-style scenes with per-object labels.
 
     A batch: ``images`` (B, H, W, 3) uint8; per object slot (B, K): ``token`` (patch index of its centre,
@@ -42,11 +42,10 @@ class SceneStream(IterableDataset):
         self.cfg, self.patch, self.batch_size, self.seed = cfg, patch, batch_size, seed
         self.renderer = Renderer(cfg.world.image_size)
         self.grid = cfg.world.image_size // patch
-        self.start_step = 0
 
     def batch(self, step: int) -> dict[str, torch.Tensor]:
         d, size = self.cfg.data, self.cfg.world.image_size
-        rng = np.random.default_rng([self.seed, 7, step])
+        rng = step_rng(self.seed, 7, step)
         B, K = self.batch_size, d.vlm_max_objects
         images = np.empty((B, size, size, 3), np.uint8)
         labels = {k: np.full((B, K), -1, np.int64) for k in ("token", *ATTRIBUTES, "loc_x", "loc_y")}
@@ -69,12 +68,6 @@ class SceneStream(IterableDataset):
         out["images"] = torch.from_numpy(images)
         out["objectness"] = torch.from_numpy(objectness)
         return out
-
-    def __iter__(self):
-        step = self.start_step
-        while True:
-            yield self.batch(step)
-            step += 1
 
 
 class ObjectHeads(nn.Module):

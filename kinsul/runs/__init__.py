@@ -1,2 +1,3 @@
 """What every training job shares, VLM pretraining and VLA training alike: run assembly from a config
-(`assembly`), checkpoints (`checkpoints`), the learning-rate schedule (`schedule`)."""
+(`assembly`), which pretrained VLM a config names and where it lives (`pretrained`), checkpoints
+(`checkpoints`), the learning-rate schedule (`schedule`)."""

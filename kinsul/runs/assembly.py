@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from kinsul.config.loader import config_hash
 from kinsul.config.schema import KinsulConfig
 from kinsul.data import store
 from kinsul.data.fast_cache import fast_tokenizer
-from kinsul.models import pretrained
+from kinsul.fields import config_hash
 from kinsul.models.build import DataSpec, build_vla, check_data_spec
+from kinsul.runs import pretrained
 from kinsul.strategies.base import Strategy
+from kinsul.tokenizers.fast import FastTokenizer
 from kinsul.tokenizers.text import TextTokenizer
 from kinsul.world.env import ACTION_DIM, STATE_DIM
 
@@ -20,11 +21,12 @@ def make_tokenizer(cfg: KinsulConfig) -> TextTokenizer:
     return TextTokenizer.for_world(cfg.data.loc_bins, cfg.model.fast_vocab_size)
 
 
+def make_fast_tokenizer(cfg: KinsulConfig) -> FastTokenizer:
+    return fast_tokenizer(cfg, cfg.model.fast_scale, cfg.model.fast_vocab_size)
+
+
 def data_spec(cfg: KinsulConfig) -> DataSpec:
     return DataSpec(cfg.world.image_size, ACTION_DIM, STATE_DIM, cfg.data.chunk_size)
-
-
-RUN_ID_FILE = "mlflow_run_id"
 
 
 def run_name(cfg: KinsulConfig) -> str:
@@ -44,7 +46,7 @@ def prepare(cfg: KinsulConfig, strategy: Strategy, progress: bool = True):
     store.generate(cfg, "robot", progress=progress)
     if strategy.vlm_ratio > 0:
         store.generate(cfg, "vlm", progress=progress)
-    tok, fast = make_tokenizer(cfg), fast_tokenizer(cfg)
+    tok, fast = make_tokenizer(cfg), make_fast_tokenizer(cfg)
     model_cfg = dataclasses.replace(cfg.model, pretrained_path=str(pretrained.resolve(cfg)))
     vla = build_vla(model_cfg, tok, data_spec(cfg), with_expert=strategy.needs_expert)
     check_data_spec(vla.spec, dataset_spec(cfg), f"the dataset '{store.dataset_dir(cfg, 'robot')}'")

@@ -54,10 +54,12 @@ class LastCheckpoint(L.Callback):
 
 class ExceptionCheckpoint(OnExceptionCheckpoint):
     """'last.ckpt' on SIGINT, SIGTERM or a crash, so the run resumes; never on a non-finite loss (the last good
-    checkpoint stays). Unlike Lightning's, it keeps the file after a clean finish: it is the resume point."""
+    checkpoint stays), and never before the first step: a failure while the data or the checkpoint is still
+    loading would otherwise save untrained weights, over a resumed run's good checkpoint. Unlike Lightning's,
+    it keeps the file after a clean finish: it is the resume point."""
 
     def on_exception(self, trainer, pl_module, exception):
-        if not isinstance(exception, NonFiniteLossError):
+        if not isinstance(exception, NonFiniteLossError) and trainer.global_step > 0:
             super().on_exception(trainer, pl_module, exception)
 
     def teardown(self, trainer, pl_module, stage):

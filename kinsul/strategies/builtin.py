@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kinsul.config.errors import FieldValueError, check_range
+from kinsul.fields import FieldValueError, check_range
 from kinsul.strategies.base import ParamGroup
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from kinsul.config.errors import ConfigError, FieldValueError, unknown_name_message
+from kinsul.fields import ConfigError, FieldValueError, unknown_name_message
 from kinsul.strategies.base import Strategy, StrategyError, validate
 
 GROUP = "kinsul.strategies"

@@ -16,8 +16,8 @@ from optuna.trial import TrialState
 
 from kinsul import tracking
 from kinsul.config.loader import load_config
+from kinsul.config.sections import TrackingConfig
 from kinsul.sweeps.spec import PRUNE_METRIC, SweepSpec, load_sweep, split_overrides
-from kinsul.training.config import TrackingConfig
 
 SWEEP_TAG = "kinsul.sweep"
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)  # a pruned trial is a result, not a gap to fill
@@ -78,14 +78,10 @@ def _mark_killed(
     for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
         # by its values, or by trial number (how sweeps named grid runs before they were named by values)
         names = {child_name(name, t.params, t.number, by_values), child_name(name, t.params, t.number, False)}
-        id_files = [
-            runs_dir / n / "mlflow_run_id"
-            for n in sorted(names)
-            if (runs_dir / n / "mlflow_run_id").is_file()
-        ]
-        if not id_files:
+        run_ids = [r for n in sorted(names) if (r := tracking.run_id_of(runs_dir / n))]
+        if not run_ids:
             continue
-        run_id = id_files[0].read_text().strip()
+        run_id = run_ids[0]
         if client.get_run(run_id).info.status == "RUNNING":
             client.set_tag(
                 run_id, "error", f"its sweep worker died (Optuna trial {t.number} had no heartbeat)"
@@ -178,7 +174,6 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         from kinsul.evaluation import evaluate as evaluate_lib
-        from kinsul.runs.assembly import RUN_ID_FILE
         from kinsul.sweeps.pruning import TrialReport
         from kinsul.training.train import train
 
@@ -195,7 +190,6 @@ class Objective:
         trial.set_user_attr("strategy", cfg.strategy.name)
         trial.set_user_attr("seed", cfg.seed)
         run_dir = Path(cfg.trainer.runs_dir) / run
-        id_file = run_dir / RUN_ID_FILE
         reporter = TrialReport(trial)
         run_id = None  # the child run's MLflow id, once training has written it
         # A grid point's run folder is named by its values, so a point requeued after its worker died (a killed
@@ -208,7 +202,7 @@ class Objective:
                     evaluate_lib.evaluate(run_dir)[0] if self.spec.evaluate else {PRUNE_METRIC: reporter.last}
                 )
             finally:
-                run_id = id_file.read_text().strip() if id_file.exists() else None
+                run_id = tracking.run_id_of(run_dir)
                 if run_id:
                     self._tag_child(run_id, trial, params, resumed)
         except optuna.TrialPruned as e:

@@ -11,8 +11,8 @@ from typing import Any
 import optuna
 from omegaconf import OmegaConf
 
-from kinsul.config.errors import ConfigError, FieldValueError, check_choice, check_range
 from kinsul.config.loader import load_config, preset_path
+from kinsul.fields import ConfigError, FieldValueError, check_choice, check_range
 from kinsul.strategies import create
 
 PRUNE_METRIC = "val/velocity_mse"  # what the pruner compares between trials (lower is better; grounded)

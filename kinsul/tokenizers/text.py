@@ -13,8 +13,7 @@ from pathlib import Path
 
 import torch
 
-from kinsul.data.vlm import loc_words
-from kinsul.world.language import WORDS
+from kinsul.world.language import WORDS, loc_words
 
 PAD, BOS, EOS, SEP, UNK, IMAGE = "<pad>", "<bos>", "<eos>", "<sep>", "<unk>", "<image>"
 SPECIALS = (PAD, BOS, EOS, SEP, UNK, IMAGE)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 
-from kinsul.config.errors import ConfigError
 from kinsul.config.schema import KinsulConfig
 from kinsul.data import store
 from kinsul.data.batch import TrainBatch
+from kinsul.data.streams import StepStream, step_generator
 from kinsul.data.tensors import FixedBatches, RobotTensors, VLMTensors, even_subset, grouped_batch
+from kinsul.fields import ConfigError
 from kinsul.strategies.base import Strategy
 from kinsul.tokenizers.fast import FastTokenizer
 from kinsul.tokenizers.text import TextTokenizer
@@ -35,7 +36,7 @@ def length_groups(cfg: KinsulConfig, strategy: Strategy) -> int:
     return cfg.trainer.length_groups if "fast" in strategy.loss_weights else 1
 
 
-class MixedBatches(IterableDataset):
+class MixedBatches(StepStream):
     """Endless TrainBatch (robot batch, VLM batch or None) of ``batch_size`` samples in all, ``vlm_ratio`` of them VLM
     samples; batch k is a pure function of (seed, k), so a resumed run continues the same stream.
 
@@ -49,30 +50,24 @@ class MixedBatches(IterableDataset):
         self.batch_size, self.vlm_batch = split_batch(batch_size, vlm_ratio if vlm is not None else 0.0)
         self.length_groups = length_groups
         self.fast_lengths = (robot.fast_ids != pad_id).sum(1) if length_groups > 1 else None
-        self.start_step = 0
 
     def robot_indices(self, step: int, rank: int, g: torch.Generator) -> torch.Tensor:
         if self.length_groups == 1:
             return torch.randint(0, len(self.robot), (self.batch_size,), generator=g)
         group, slot = divmod(step, self.length_groups)
-        gg = torch.Generator().manual_seed(((self.seed * 1_000_003 + group) * 8191 + rank) * 31 + 17)
+        gg = step_generator(self.seed, group, rank, 17)
         idx = torch.randint(0, len(self.robot), (self.length_groups * self.batch_size,), generator=gg)
         return grouped_batch(idx, self.fast_lengths, self.length_groups, slot, gg)
 
-    def __iter__(self):
-        step = self.start_step
+    def batch(self, step: int) -> TrainBatch:
         # Under DDP/FSDP each rank draws its own batches (same step, different seed): no duplicated data.
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-        while True:
-            g = torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 8191 + rank)
-            robot = self.robot.batch(self.robot_indices(step, rank, g), self.pad_id)
-            vlm = None
-            if self.vlm is not None:
-                vlm = self.vlm.batch(
-                    torch.randint(0, len(self.vlm), (self.vlm_batch,), generator=g), self.pad_id
-                )
-            yield TrainBatch(robot, vlm).check()  # a few dim checks: cheap next to the step
-            step += 1
+        g = step_generator(self.seed, step, rank)
+        robot = self.robot.batch(self.robot_indices(step, rank, g), self.pad_id)
+        vlm = None
+        if self.vlm is not None:
+            vlm = self.vlm.batch(torch.randint(0, len(self.vlm), (self.vlm_batch,), generator=g), self.pad_id)
+        return TrainBatch(robot, vlm).check()  # a few dim checks: cheap next to the step
 
 
 class KinsulDataModule(L.LightningDataModule):

@@ -7,9 +7,9 @@ import lightning as L
 import torch
 from torchmetrics.aggregation import MeanMetric
 
-from kinsul.config.errors import ConfigError
 from kinsul.config.schema import KinsulConfig
 from kinsul.data.batch import RobotBatch, TrainBatch
+from kinsul.fields import ConfigError
 from kinsul.models.decoding import chunk_errors
 from kinsul.models.vla import VLA
 from kinsul.runs.checkpoints import NonFiniteLossError

@@ -10,14 +10,14 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.loggers import Logger
 
 from kinsul import tracking
-from kinsul.config.errors import ConfigError
 from kinsul.config.loader import load_config, save_config
 from kinsul.config.schema import KinsulConfig
 from kinsul.evaluation.curve import SuccessCurve, curve_specs
-from kinsul.runs.assembly import RUN_ID_FILE, prepare, run_name
+from kinsul.fields import ConfigError
+from kinsul.runs.assembly import prepare, run_name
 from kinsul.runs.checkpoints import ExceptionCheckpoint, LastCheckpoint, checkpoint_step
 from kinsul.strategies import create
 from kinsul.strategies.base import Strategy
@@ -26,23 +26,12 @@ from kinsul.training.datamodule import KinsulDataModule, split_batch
 from kinsul.training.module import VLAModule, resolve_loss_weights
 
 
-def make_logger(cfg: KinsulConfig, run_dir: Path, strategy: Strategy) -> MLFlowLogger | bool:
-    if not cfg.tracking.enabled:
-        return False
-    id_file = run_dir / RUN_ID_FILE
-    run_id = id_file.read_text().strip() if id_file.exists() else None
-    logger = MLFlowLogger(experiment_name=cfg.tracking.experiment, tracking_uri=cfg.tracking.uri,
-                          artifact_location=cfg.tracking.artifact_location(),
-                          run_name=run_dir.name, run_id=run_id,
-                          tags={"strategy": strategy.name, "seed": str(cfg.seed), "git_commit": tracking.git_commit(),
-                                "mlflow.note.content": strategy.description,
-                                **({"mlflow.parentRunId": cfg.tracking.parent_run_id}
-                                   if cfg.tracking.parent_run_id else {})})  # fmt: skip
-    if run_id is None:
-        id_file.write_text(logger.run_id)
-        logger.log_hyperparams(flat_config(cfg))
-        logger.experiment.log_artifact(logger.run_id, str(run_dir / "config.yaml"))
-    return logger
+def make_logger(cfg: KinsulConfig, run_dir: Path, strategy: Strategy) -> Logger | bool:
+    # a sweep's trial is a child of the sweep's run; the role tells them apart in MLflow searches
+    role = "trial" if cfg.tracking.parent_run_id else "run"
+    tags = {"strategy": strategy.name, "seed": str(cfg.seed), "kinsul.role": role,
+            "mlflow.note.content": strategy.description}  # fmt: skip
+    return tracking.tracker(cfg.tracking).lightning_logger(run_dir, tags, flat_config(cfg))
 
 
 def flat_config(cfg: KinsulConfig) -> dict[str, str]:
@@ -94,8 +83,7 @@ def train(
     strategy = create(cfg.strategy.name, cfg.strategy.options)
     resolve_loss_weights(strategy, dict(cfg.strategy.loss_weights))  # fail before any work
     split_batch(cfg.trainer.batch_size, strategy.vlm_ratio)
-    if cfg.tracking.enabled:
-        tracking.prepare(cfg.tracking.uri)  # an unreachable server fails here, in seconds
+    tracking.tracker(cfg.tracking).check()  # an unreachable server fails here, in seconds
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     run_dir = Path(cfg.trainer.runs_dir) / run_name(cfg)
@@ -148,7 +136,12 @@ def train(
     )
     resume_from = last if resume and last.exists() else None
     data.start_step = checkpoint_step(resume_from) if resume_from else 0
-    trainer.fit(
-        module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None, weights_only=True
-    )
+    try:
+        trainer.fit(
+            module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None, weights_only=True
+        )
+    except BaseException:
+        if created and not last.exists():  # failed before its first checkpoint: nothing to resume
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     return run_dir

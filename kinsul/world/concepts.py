@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kinsul.config.errors import FieldValueError
+from kinsul.fields import FieldValueError
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (215, 40, 40),
@@ -21,7 +21,7 @@ REGIONS: tuple[str, ...] = ("left", "right", "top", "bottom")
 RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ConceptConfig:
     """Concepts that never name a target in robot demonstrations but do appear in VLM data."""
 

@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kinsul.config.errors import FieldValueError, check_range
+from kinsul.fields import FieldValueError, check_range
 
 TASK_FAMILIES = ("reach", "push", "pick_place")
 
 
-@dataclass
+@dataclass(frozen=True)
 class WorldConfig:
     """KinsulWorld: a 2-D tabletop seen from above."""
 

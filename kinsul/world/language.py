@@ -67,3 +67,17 @@ def unique_relations(scene: Scene, i: int) -> list[tuple[str, int]]:
 
 def relational_expr(scene: Scene, rel: str, ref: int) -> str:
     return f"object {rel} the {scene.objects[ref].name}"
+
+
+def loc_bin(value: float, bins: int) -> int:
+    """The localisation bin of a table coordinate in [0, 1]."""
+    return min(int(value * bins), bins - 1)
+
+
+def loc_token(value: float, bins: int) -> str:
+    return f"loc{loc_bin(value, bins):02d}"
+
+
+def loc_words(bins: int) -> list[str]:
+    """The localisation words of ``bins`` bins per axis (answers to 'where is ...')."""
+    return [f"loc{i:02d}" for i in range(bins)]

@@ -1,8 +1,13 @@
-"""Errors raised while building a configuration, each naming the key, the value and what was expected."""
+"""What every config section is built from: errors that name the key, the value and what was expected, range
+and choice checks, and the stable hash that keys generated artefacts. A leaf: components validate their own
+sections with it without importing the root configuration."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import hashlib
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -48,3 +53,9 @@ def check_choice(field: str, value: Any, choices: Iterable[Any]) -> None:
         hint = nearest(str(value), [str(c) for c in choices])
         extra = f" (nearest: '{hint}')" if hint else ""
         raise FieldValueError(field, value, f"one of {choices}{extra}")
+
+
+def config_hash(*parts: Any, length: int = 12) -> str:
+    """A stable hash of dataclass configs (and plain values): the cache key of generated artefacts."""
+    payload = [dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:length]

@@ -1,16 +1,17 @@
+"""The run-level sections of the root configuration (pretraining, the training loop, tracking, evaluation):
+the settings of the jobs that assemble components, not of any one component."""
+
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from kinsul.config.errors import FieldValueError, check_choice, check_range
+from kinsul.fields import FieldValueError, check_choice, check_range
 from kinsul.world.config import TASK_FAMILIES
 from kinsul.world.language import QTYPES
 
 
-@dataclass
+@dataclass(frozen=True)
 class PretrainConfig:
     """VLM pretraining on the generated VLM data (next-token loss on answers)."""
 
@@ -68,23 +69,7 @@ class PretrainConfig:
             raise FieldValueError("curriculum", self.curriculum, "increasing step numbers")
 
 
-@dataclass
-class StrategyConfig:
-    """Which insulation strategy trains the VLA (a name registered under the kinsul.strategies entry points)."""
-
-    name: str = (
-        "ki"  # naive | frozen | stop_grad | fast_joint | vlm_cotrain | ki_no_vlm | ki | pi0_fast | plugin
-    )
-    options: dict[str, Any] = field(default_factory=dict)  # the strategy's own options, e.g. {kv_alpha: 0.1}
-    loss_weights: dict[str, float] = field(default_factory=dict)  # override weights of terms it produces
-
-    def __post_init__(self) -> None:
-        for term, w in self.loss_weights.items():
-            if not math.isfinite(w) or not 0 <= w <= 1e6:
-                raise FieldValueError(f"loss_weights.{term}", w, "a finite weight in [0, 1e6]")
-
-
-@dataclass
+@dataclass(frozen=True)
 class TrainerConfig:
     """The Lightning training loop of `kinsul train`."""
 
@@ -146,7 +131,7 @@ class TrainerConfig:
 TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrackingConfig:
     """MLflow tracking (Lightning's MLFlowLogger)."""
 
@@ -170,7 +155,7 @@ class TrackingConfig:
         return (Path(self.uri.removeprefix(prefix)).resolve().parent / "mlartifacts").as_uri()
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalConfig:
     """`kinsul eval`: closed-loop rollouts, language following, knowledge retention, latency."""
 

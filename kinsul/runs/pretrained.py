@@ -6,9 +6,9 @@ import dataclasses
 import json
 from pathlib import Path
 
-from kinsul.config.loader import config_hash
 from kinsul.config.schema import KinsulConfig
 from kinsul.data.store import KINDS
+from kinsul.fields import config_hash
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "assets" / "vlm"  # kinsul/assets/vlm/<size>-<hash>/
 META_FILE = "kinsul_vlm.json"
