@@ -77,6 +77,8 @@ def test_unknown_key_or_strategy_fails_before_any_trial(micro_root, tmp_path):
         run_sweep(write_preset(tmp_path, "{trainer.max_stepz: [1, 2]}"), overrides)
     with pytest.raises(ConfigError, match="unknown strategy 'kii'"):
         run_sweep(write_preset(tmp_path, "{strategy.name: [naive, kii]}"), overrides)
+    with pytest.raises(ConfigError, match="tracking.enabled"):
+        run_sweep(write_preset(tmp_path, "{seed: [0, 1]}"), [*overrides, "tracking.enabled=false"])
     assert not (tmp_path / "runs").exists()
 
 

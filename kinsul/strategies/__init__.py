@@ -1,4 +1,5 @@
-"""Insulation strategies as plugins: one small protocol, registered by entry points."""
+"""Insulation strategies as plugins: one small protocol (`base`), strategies and loss terms registered by entry
+points (`registry`, `losses`), the built-ins (`builtin`), the strategy's config section (`config`)."""
 
 from kinsul.strategies.base import ParamGroup, Strategy, StrategyError, TrainControl
 from kinsul.strategies.registry import available, create

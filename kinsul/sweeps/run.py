@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from kinsul import tracking
 from kinsul.config.loader import load_config
 from kinsul.config.sections import TrackingConfig
+from kinsul.fields import ConfigError
 from kinsul.sweeps.spec import PRUNE_METRIC, SweepSpec, load_sweep, split_overrides
 
 SWEEP_TAG = "kinsul.sweep"
@@ -112,6 +113,9 @@ def run_sweep(preset: str, overrides: list[str] = (), resume: bool = False) -> o
     # heartbeats and fail_stale_trials are marked experimental; they are what makes shared resume safe
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     base = load_config(preset, overrides)
+    if not base.tracking.enabled:
+        raise ConfigError("tracking.enabled", "a sweep records its trials and its report in MLflow: leave it true "
+                          "(point tracking.uri at a local sqlite file to keep everything in this folder)")  # fmt: skip
     name = study_name(preset)
     with setup_lock(spec.storage, base.tracking.uri):
         client = tracking.client(base.tracking.uri)  # a new sqlite store is migrated here: under the lock

@@ -1,2 +1,3 @@
-"""Training: VLM pretraining of the shipped tiny VLM (vision stage, question stream, `kinsul pretrain`) and VLA
-training (the LightningModule, DataModule, checkpoint callbacks, `kinsul train`)."""
+"""VLA training: the LightningModule (`module`), the DataModule and its mixed robot/VLM batch stream
+(`datamodule`), the steps-to-target callback (`callbacks`), `kinsul train` (`train`). VLM pretraining is
+`kinsul.pretraining`; what both share is `kinsul.runs`."""
