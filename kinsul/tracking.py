@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kinsul.fields import ConfigError
 
@@ -74,6 +74,24 @@ def run_id_of(run_dir: Path) -> str | None:
     return path.read_text().strip() if path.is_file() else None
 
 
+class Tracker(Protocol):
+    """Where a job's runs, metrics and artifacts go."""
+
+    def check(self) -> None: ...  # before any work: fail fast when the store cannot be reached
+
+    def lightning_logger(
+        self, run_dir: Path, tags: Mapping[str, str], params: Mapping[str, str]
+    ) -> Logger | bool: ...  # the run folder's logger (False: none); a resumed run logs into its first run
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None: ...
+
+    def log_artifacts(self, run_id: str, files: Iterable[Path], artifact_path: str | None = None) -> None: ...
+
+    def describe(self, run_id: str, text: str) -> None: ...  # the run's description (markdown)
+
+    def where(self) -> str: ...  # one line for the user: where to look
+
+
 class NoTracker:
     """``tracking.enabled=false``: runs train and evaluate exactly the same, and nothing is logged."""
 
@@ -98,7 +116,7 @@ class NoTracker:
         return "MLflow: off (tracking.enabled=false)"
 
 
-class MLflowTracker(NoTracker):
+class MLflowTracker:
     """An MLflow store: a sqlite file or a server."""
 
     def __init__(self, cfg: TrackingConfig):
@@ -147,9 +165,6 @@ class MLflowTracker(NoTracker):
 
     def where(self) -> str:
         return f"MLflow: {self.cfg.uri}, experiment '{self.cfg.experiment}'; browse with `kinsul ui`"
-
-
-Tracker = NoTracker | MLflowTracker
 
 
 def tracker(cfg: TrackingConfig) -> Tracker:

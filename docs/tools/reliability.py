@@ -118,6 +118,7 @@ def cases(root: Path) -> list[tuple[str, list[str]]]:
             ["sweep", "quick", "sweep.storage=postgresql://u@127.0.0.1/db"],
         ),
         ("sweep storage that is not a URL", ["sweep", "quick", "sweep.storage=optuna.db"]),
+        ("sweep with tracking turned off", ["sweep", "quick", "tracking.enabled=false"]),
         (
             "report of a sweep that never ran",
             [
