@@ -33,6 +33,13 @@ COLUMNS = [
 # times both decodings interleaved (docs/benchmarks.md).
 
 
+def columns(families: list[str]) -> list[tuple[str, str]]:
+    """COLUMNS with the success of each headline family after the headline success (its mean)."""
+    at = next(i for i, (key, _) in enumerate(COLUMNS) if key == "eval/success") + 1
+    per_family = [(f"eval/success_{f}", f"success {f}") for f in families]
+    return [*COLUMNS[:at], *per_family, *COLUMNS[at:]]
+
+
 def _fmt(values: list[float | None]) -> str:
     values = [v for v in values if v is not None and not math.isnan(v)]
     if not values:
@@ -135,10 +142,15 @@ def report(preset: str, overrides: list[str] = (), out_dir: str | Path | None = 
     spec = load_sweep(preset, list(overrides))
     groups = collect(preset, overrides, spec)
     search = spec.kind == "search"
+    cols = columns(load_config(preset, split_overrides(overrides)[0]).headline_tasks())
     # a grid averages a strategy over its seeds; a search over its trials (see the trials table for each)
-    header = ["strategy", "trials" if search else "seeds", *(label for _, label in COLUMNS),
-              "success pooled, 95% CI"]  # fmt: skip
-    rows = [[s, str(len(runs)), *(_fmt([r.metrics.get(key) for r in runs]) for key, _ in COLUMNS), _pooled_ci(runs)]
+    header = [
+        "strategy",
+        "trials" if search else "seeds",
+        *(label for _, label in cols),
+        "success pooled, 95% CI",
+    ]
+    rows = [[s, str(len(runs)), *(_fmt([r.metrics.get(key) for r in runs]) for key, _ in cols), _pooled_ci(runs)]
             for s, runs in groups.items()]  # fmt: skip
     text = _markdown(header, rows)
     if search:
