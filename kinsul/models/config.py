@@ -36,6 +36,10 @@ class ModelConfig:
     max_text_len: int = 24  # instruction / question tokens after truncation
     max_fast_len: int = 40  # FAST tokens per chunk after truncation (plus an end token)
     state_token: bool = True  # the robot state enters the expert as one continuous token
+    # The action expert's width and MLP width (0: the size preset's). Its depth, heads and head size are the
+    # backbone's: it attends to the backbone's keys/values layer by layer.
+    expert_width: int = 0
+    expert_mlp: int = 0
     # Pixel normalisation (an image processor's image_mean / image_std). The default centres KinsulWorld's
     # table colour on zero and amplifies what differs from it, so small objects stand out in 16-pixel patches;
     # use [0.5, 0.5, 0.5] / [0.5, 0.5, 0.5] for a real SigLIP / PaliGemma checkpoint.
@@ -51,6 +55,8 @@ class ModelConfig:
         check_range("time_beta_beta", self.time_beta_beta, 1e-3, 100)
         check_range("max_text_len", self.max_text_len, 4, 4096)
         check_range("max_fast_len", self.max_fast_len, 4, 4096)
+        check_range("expert_width", self.expert_width, 0, 65_536)
+        check_range("expert_mlp", self.expert_mlp, 0, 262_144)
         for name in ("image_mean", "image_std"):
             value = getattr(self, name)
             if len(value) != 3 or (name == "image_std" and min(value) <= 0):
@@ -60,4 +66,7 @@ class ModelConfig:
 
     @property
     def dims(self) -> dict[str, int]:
-        return SIZE_PRESETS[self.size]
+        d = dict(SIZE_PRESETS[self.size])
+        d["e_hidden"] = self.expert_width or d["e_hidden"]
+        d["e_mlp"] = self.expert_mlp or d["e_mlp"]
+        return d
