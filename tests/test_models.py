@@ -207,6 +207,8 @@ def test_expert_width_is_set_apart_from_the_backbone(tok):
     wide = build_vla(ModelConfig(size="micro", expert_width=48, expert_mlp=96), tok, SPEC)
     base = build_vla(ModelConfig(size="micro"), tok, SPEC)
     assert wide.expert.time_mlp_out.out_features == 48 and base.expert.time_mlp_out.out_features == 16
-    assert sum(p.numel() for p in wide.backbone.parameters()) == sum(p.numel() for p in base.backbone.parameters())
+    assert sum(p.numel() for p in wide.backbone.parameters()) == sum(
+        p.numel() for p in base.backbone.parameters()
+    )
     chunk = wide.sample_actions(make_obs(tok), steps=2)  # it still reads the backbone's keys and values
     assert chunk.shape == (3, SPEC.horizon, SPEC.action_dim) and torch.isfinite(chunk).all()

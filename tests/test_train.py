@@ -52,6 +52,24 @@ def test_contract_train_save_resume_matches_uninterrupted(strategy, micro_root, 
     assert (run_dir / "config.yaml").is_file()
 
 
+def test_a_run_killed_after_a_validation_resumes_with_its_best_checkpoint(micro_root, monkeypatch):
+    """Killed outright (no exception checkpoint, as SIGKILL) after step 2's validation: the resumed run still
+    knows that validation's best, so best.ckpt stays the one best file (not best.ckpt + a stale best-v1.ckpt)."""
+    from kinsul.runs.checkpoints import ExceptionCheckpoint
+
+    cfg = micro(micro_root, "strategy.name=stop_grad", "trainer.run_name=killed")
+    monkeypatch.setattr(ExceptionCheckpoint, "on_exception", lambda *a: None)
+    record_losses(monkeypatch, crash_at=3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg, progress=False)
+    monkeypatch.undo()
+    run_dir = train(cfg, resume=True, progress=False)
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    state = next(v for k, v in last["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    assert state["best_model_path"].endswith("best.ckpt") and len(state["best_k_models"]) == 1
+
+
 def _backbone(run_dir):
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")[
         "state_dict"

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
-from lightning.pytorch.callbacks import OnExceptionCheckpoint
+from lightning.pytorch.callbacks import Checkpoint, OnExceptionCheckpoint
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -38,14 +37,23 @@ def load_checkpoint(path: str | Path) -> dict:
                               "checkpoint written by kinsul; delete it to start over") from None  # fmt: skip
 
 
-class LastCheckpoint(L.Callback):
-    """'last.ckpt' every ``every`` steps and at max_steps (one file, overwritten in place)."""
+class LastCheckpoint(Checkpoint):
+    """'last.ckpt' every ``every`` steps and at max_steps (one file, overwritten in place).
+
+    A validation at a checkpoint step runs after the step's save, so the file is written again once it is done:
+    otherwise a run killed before the next save resumes without that validation's best (the best-checkpoint
+    callback then writes a second, versioned best file and `kinsul eval` would read the stale one). Lightning
+    runs checkpoint callbacks last, in list order: list this one after the ModelCheckpoint."""
 
     def __init__(self, path: Path, every: int):
         self.path, self.every = path, every
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step % self.every == 0:
+            trainer.save_checkpoint(self.path)
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking and trainer.global_step and trainer.global_step % self.every == 0:
             trainer.save_checkpoint(self.path)
 
     def on_train_end(self, trainer, pl_module):
