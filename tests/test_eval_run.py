@@ -37,6 +37,20 @@ def test_eval_prints_table_and_logs_to_the_run(trained_run, micro_root, capsys):
     assert any(a.endswith(".gif") for a in artifacts)
 
 
+def test_a_checkpoint_scores_the_same_whatever_the_process_rng_state(trained_run):
+    from kinsul.evaluation.evaluate import evaluate
+
+    overrides = ["eval.episodes=1", "eval.videos=1", "eval.probe_samples=8", "eval.latency_repeats=1"]
+    scores, videos = [], []
+    for state in (1, 2):  # e.g. a sweep worker after an uninterrupted vs a resumed trial
+        torch.manual_seed(state)
+        metrics, _ = evaluate(trained_run, overrides, log=False)
+        scores.append({k: v for k, v in metrics.items() if not k.startswith("speed/")})  # timings vary
+        videos.append({p.name: p.read_bytes() for p in sorted((trained_run / "eval").glob("*.gif"))})
+    assert scores[0] == pytest.approx(scores[1], rel=0, abs=0, nan_ok=True)
+    assert videos[0] and videos[0] == videos[1]  # the rolled-out trajectories themselves
+
+
 def test_eval_rejects_a_world_the_checkpoint_does_not_fit(trained_run, capsys):
     assert main(["eval", str(trained_run), "world.image_size=32"]) == 2
     assert "image_size: model 64 vs the evaluation world 32" in capsys.readouterr().err

@@ -61,6 +61,9 @@ def evaluate(target: str | Path, overrides: list[str] = (), log: bool = True) ->
     vla.load_state_dict({k.removeprefix("vla."): v for k, v in state.items() if k.startswith("vla.")})
     vla.eval()
     e = cfg.eval
+    # The policy's flow noise, seeded: a checkpoint scores the same in any process (a sweep worker's RNG state
+    # after training, which differs between an uninterrupted and a resumed trial, would otherwise decide it).
+    torch.manual_seed(e.seed)
     metrics: dict[str, float] = {}
     policy = VLAPolicy(vla, tok, fast, strategy.decoding, cfg.model.flow_steps, cfg.model.max_text_len,
                        cfg.model.max_fast_len)  # fmt: skip

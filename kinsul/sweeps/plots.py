@@ -46,14 +46,21 @@ def _save(fig, path: Path) -> Path:
 
 
 def _curves(groups: dict[str, list[TrialRun]], attr: str, ax) -> None:
+    """One line per strategy: the mean over its seeds at the steps they all logged, with a band of one std."""
     colours = _colours(list(groups))
     for strategy, runs in groups.items():
-        for i, run in enumerate(runs):  # one line per seed, one legend entry per strategy
-            points = getattr(run, attr)
-            if points:
-                steps, values = zip(*points, strict=True)
-                ax.plot(steps, values, marker="o", ms=3, color=colours[strategy],
-                        label=strategy if i == 0 else None, alpha=0.9 if len(runs) == 1 else 0.6)  # fmt: skip
+        series = [dict(getattr(run, attr)) for run in runs if getattr(run, attr)]
+        if not series:
+            continue
+        steps = sorted(set.intersection(*(set(s) for s in series)))
+        mean = [statistics.fmean(s[k] for s in series) for k in steps]
+        label = strategy if len(series) == 1 else f"{strategy} ({len(series)} seeds)"
+        ax.plot(steps, mean, marker="o", ms=3, color=colours[strategy], label=label)
+        if len(series) > 1:
+            std = [statistics.stdev(s[k] for s in series) for k in steps]
+            ax.fill_between(steps, [m - d for m, d in zip(mean, std, strict=True)],
+                            [m + d for m, d in zip(mean, std, strict=True)], color=colours[strategy],
+                            alpha=0.12, lw=0)  # fmt: skip
     ax.set_xlabel("training step")
     ax.legend(fontsize=7, ncol=2)
 
