@@ -56,7 +56,7 @@ def main(sweep: str, out: str | None = None, port: int = 5077) -> Path:
             page = browser.new_page(viewport={"width": 2100, "height": 640})
             page.goto(f"{base}/#/experiments/{exp.experiment_id}/runs?{query}")
             page.wait_for_timeout(6000)  # the column list fills once the runs have loaded
-            page.get_by_role("button", name="Columns").click()
+            page.get_by_role("button", name="Columns", exact=True).click()
 
             def toggle(name: str) -> None:  # the tree's checkbox beside the column's title
                 exact = re.compile(f"^{re.escape(name)}$")
