@@ -121,3 +121,9 @@ def test_presets_ship_inside_the_wheel(tmp_path):
     names = zipfile.ZipFile(next(tmp_path.glob("kinsul-*.whl"))).namelist()
     shipped = {Path(n).stem for n in names if n.startswith("kinsul/presets/") and n.endswith(".yaml")}
     assert {p.stem for p in (repo / "ablations").glob("*.yaml")} == shipped
+
+
+def test_a_yaml_boolean_given_to_a_text_field_is_refused_and_the_quoted_word_taken():
+    with pytest.raises(ConfigError, match=r"trainer.run_name': got the YAML boolean False, expected text"):
+        load_config(overrides=["trainer.run_name=off"])  # would have become the run name "False"
+    assert load_config(overrides=["trainer.run_name='off'"]).trainer.run_name == "off"

@@ -95,6 +95,10 @@ def check_keys(layer: Any, cls: type, path: str = "") -> None:
                 fields = [f.name for f in dataclasses.fields(hints[key])]
                 raise ConfigError(full, f"got {value!r}, expected a mapping with keys from {fields}")
             check_keys(value, hints[key], f"{full}.")
+        elif hints[key] in (str, str | None) and isinstance(layer[key], bool):
+            # YAML reads unquoted on/off/yes/no/true/false as booleans; a text field would get "False" silently
+            raise ConfigError(full, f"got the YAML boolean {layer[key]!r}, expected text: quote the word "
+                              f"(e.g. {full}=\"'off'\")")  # fmt: skip
 
 
 def _lookup(layers: Sequence[DictConfig], key: str) -> Any:
