@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 
 from kinsul import tracking
 from kinsul.config.loader import load_config
+from kinsul.config.schema import KinsulConfig
 from kinsul.evaluation.rollouts import wilson
 from kinsul.sweeps.plots import TrialRun, all_plots
 from kinsul.sweeps.run import SWEEP_TAG, storage, study_name
@@ -76,10 +77,10 @@ def group_keys(spec: SweepSpec) -> list[str]:
     return [k for k in spec.grid if k not in ("strategy.name", "seed")]
 
 
-def collect(preset: str, overrides: list[str], spec: SweepSpec) -> dict[str, list[TrialRun]]:
-    """Finished child runs of the sweep, grouped by strategy and every other swept key except the seed:
-    {row label: [one TrialRun per seed/trial]}. A sweep with none fails, saying so."""
-    cfg = load_config(preset, split_overrides(overrides)[0])
+def collect(preset: str, cfg: KinsulConfig, spec: SweepSpec) -> dict[str, list[TrialRun]]:
+    """Finished child runs of the sweep (its base config ``cfg`` says where they are logged), grouped by strategy
+    and every other swept key except the seed: {row label: [one TrialRun per seed/trial]}. A sweep with none
+    fails, saying so."""
     keys = group_keys(spec)
     missing = FileNotFoundError(f"sweep '{study_name(preset)}' has no finished trials in {cfg.tracking.uri}: run "
                                 f"`kinsul sweep {preset}` first, from the folder that holds its stores")  # fmt: skip
@@ -140,9 +141,10 @@ def trials_table(spec: SweepSpec, preset: str) -> str:
 def report(preset: str, overrides: list[str] = (), out_dir: str | Path | None = None) -> str:
     """The comparison table (returned); with ``out_dir`` also report.md/.csv and the PNG plots there."""
     spec = load_sweep(preset, list(overrides))
-    groups = collect(preset, overrides, spec)
+    cfg = load_config(preset, split_overrides(overrides)[0])
+    groups = collect(preset, cfg, spec)
     search = spec.kind == "search"
-    cols = columns(load_config(preset, split_overrides(overrides)[0]).headline_tasks())
+    cols = columns(cfg.headline_tasks())
     # a grid averages a strategy over its seeds; a search over its trials (see the trials table for each)
     header = [
         "strategy",

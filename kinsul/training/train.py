@@ -26,12 +26,14 @@ from kinsul.training.datamodule import KinsulDataModule, split_batch
 from kinsul.training.module import VLAModule, resolve_loss_weights
 
 
-def make_logger(cfg: KinsulConfig, run_dir: Path, strategy: Strategy) -> Logger | bool:
+def make_logger(
+    cfg: KinsulConfig, run_dir: Path, strategy: Strategy, tracker: tracking.Tracker
+) -> Logger | bool:
     # a sweep's trial is a child of the sweep's run; the role tells them apart in MLflow searches
     role = "trial" if cfg.tracking.parent_run_id else "run"
     tags = {"strategy": strategy.name, "seed": str(cfg.seed), "kinsul.role": role,
             "mlflow.note.content": strategy.description}  # fmt: skip
-    return tracking.tracker(cfg.tracking).lightning_logger(run_dir, tags, flat_config(cfg))
+    return tracker.lightning_logger(run_dir, tags, flat_config(cfg))
 
 
 def flat_config(cfg: KinsulConfig) -> dict[str, str]:
@@ -83,7 +85,8 @@ def train(
     strategy = create(cfg.strategy.name, cfg.strategy.options)
     resolve_loss_weights(strategy, dict(cfg.strategy.loss_weights))  # fail before any work
     split_batch(cfg.trainer.batch_size, strategy.vlm_ratio)
-    tracking.tracker(cfg.tracking).check()  # an unreachable server fails here, in seconds
+    tracker = tracking.tracker(cfg.tracking)
+    tracker.check()  # an unreachable server fails here, in seconds
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     run_dir = Path(cfg.trainer.runs_dir) / run_name(cfg)
@@ -98,11 +101,17 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-        vla, tok, fast = prepare(cfg, strategy, progress)
+        _fit(cfg, strategy, run_dir, last if resume and last.exists() else None, tracker, progress, callbacks)
     except BaseException:
-        if created:  # a failed start leaves no run folder behind
+        if created and not last.exists():  # failed before its first checkpoint: leave no run folder behind
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+    return run_dir
+
+
+def _fit(cfg: KinsulConfig, strategy: Strategy, run_dir: Path, resume_from: Path | None,
+         tracker: tracking.Tracker, progress: bool, callbacks: Sequence[L.Callback]) -> None:  # fmt: skip
+    vla, tok, fast = prepare(cfg, strategy, progress)
     module = VLAModule(vla, strategy, cfg, fast)
     data = KinsulDataModule(cfg, strategy, tok, fast)
     tc = cfg.trainer
@@ -113,7 +122,7 @@ def train(
         devices=tc.devices,
         strategy=tc.distributed,
         precision=tc.precision,
-        logger=make_logger(cfg, run_dir, strategy),
+        logger=make_logger(cfg, run_dir, strategy, tracker),
         enable_progress_bar=progress,
         enable_model_summary=False,
         val_check_interval=tc.val_every,
@@ -134,14 +143,7 @@ def train(
             *callbacks,
         ],
     )
-    resume_from = last if resume and last.exists() else None
     data.start_step = checkpoint_step(resume_from) if resume_from else 0
-    try:
-        trainer.fit(
-            module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None, weights_only=True
-        )
-    except BaseException:
-        if created and not last.exists():  # failed before its first checkpoint: nothing to resume
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-    return run_dir
+    trainer.fit(
+        module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None, weights_only=True
+    )
