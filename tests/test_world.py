@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -73,6 +75,39 @@ def test_closed_gripper_pushes_open_gripper_hovers():
     sc.closed = True
     env.step(np.array([1, 0, 1], np.float32))
     assert obj.pos[0] > start[0] and env.first_interaction == env.task.target
+
+
+@pytest.mark.parametrize("pusher", ["flat", "round"])
+def test_an_off_centre_push_stays_on_course_only_with_a_flat_pusher(pusher):
+    """Struck off its centre line, a disc slides off sideways from a round pusher; a flat one carries it along."""
+    env = KinsulWorldEnv(WorldConfig(pusher=pusher))
+    env.reset(seed=4, options={"task": "push"})
+    sc = env.scene
+    obj = sc.objects[env.task.target]
+    obj.pos = np.array([0.4, 0.5])
+    contact = GRIPPER_RADIUS + obj.radius
+    sc.gripper = obj.pos + np.array(
+        [-contact + 0.01, 0.5 * contact]
+    )  # touching, half a contact radius off-line
+    sc.closed = True
+    for _ in range(4):
+        env.step(np.array([1, 0, 1], np.float32))
+    assert obj.pos[0] > 0.41  # pushed ahead either way
+    drift = abs(obj.pos[1] - 0.5)
+    assert (drift < 1e-9) if pusher == "flat" else (drift > 0.02)
+
+
+def test_push_region_width_decides_success():
+    env = KinsulWorldEnv(WorldConfig(region_width=0.3))
+    env.reset(seed=4, options={"task": "push"})
+    task, obj = env.task, env.scene.objects[env.task.target]
+    axis, towards_high = {"left": (0, False), "right": (0, True), "top": (1, False), "bottom": (1, True)}[
+        task.region
+    ]
+    depth = 0.28  # inside a 0.3 band, outside the default 0.25 one
+    obj.pos[axis] = 1 - depth if towards_high else depth
+    assert task.success(env.scene)
+    assert not replace(task, region_width=0.25).success(env.scene)
 
 
 def test_heldout_and_distractor_options():

@@ -74,6 +74,7 @@ class KinsulWorldEnv(gym.Env):
                 relational_prob=self.config.relational_prob,
                 target=target,
                 reach_tolerance=self.config.reach_tolerance,
+                region_width=self.config.region_width,
             )
             if self.task is not None:
                 break
@@ -98,7 +99,7 @@ class KinsulWorldEnv(gym.Env):
             held = sc.objects[sc.held]
             held.pos = clamp_to_table(sc.gripper.copy(), held.radius)
         elif sc.closed:
-            self._push()
+            self._push(a[:2] * cfg.max_speed)
         sc.speed = float(np.linalg.norm(a[:2]))
         if sc.speed < DWELL_SPEED:
             self._dwell()
@@ -123,17 +124,27 @@ class KinsulWorldEnv(gym.Env):
                 self._interact(i)
                 return
 
-    def _push(self) -> None:
-        """A closed, empty gripper is a rigid disc: objects it overlaps move out along the contact normal."""
+    def _push(self, motion: np.ndarray) -> None:
+        """A closed, empty gripper pushes the objects it overlaps after moving by ``motion``: out along the contact
+        normal (a round pusher), or, with a flat pusher, an object ahead of the motion along the motion itself."""
         sc = self.scene
+        speed = float(np.linalg.norm(motion))
+        heading = motion / speed if speed > 1e-9 else None
         for i, o in enumerate(sc.objects):
             d = o.pos - sc.gripper
             dist = float(np.linalg.norm(d))
             reach = GRIPPER_RADIUS + o.radius
-            if dist < reach:
+            if dist >= reach:
+                continue
+            ahead = float(d @ heading) if heading is not None else 0.0
+            if self.config.pusher == "flat" and ahead > 0:
+                # carry it along the motion until it just touches: |d + s * heading| = reach
+                s = -ahead + np.sqrt(ahead * ahead + reach * reach - dist * dist)
+                o.pos = clamp_to_table(o.pos + s * heading, o.radius)
+            else:
                 normal = d / dist if dist > 1e-9 else np.array([1.0, 0.0])
                 o.pos = clamp_to_table(sc.gripper + normal * reach, o.radius)
-                self._interact(i)
+            self._interact(i)
 
     def _dwell(self) -> None:
         sc = self.scene

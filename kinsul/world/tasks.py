@@ -10,7 +10,8 @@ from kinsul.world.concepts import ConceptConfig
 from kinsul.world.language import TEMPLATES, attribute_expr, relational_expr, unique_relations
 from kinsul.world.scene import Scene
 
-REGION_BOUND = 0.25  # a region is the band of the table within this distance of its edge
+REGION_WIDTH = 0.25  # default push region: the band of the table within this distance of its edge
+REGION_CLEARANCE = 0.1  # a push target starts at least this much outside its region
 REGION_DIRECTION = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "top": (0.0, -1.0), "bottom": (0.0, 1.0)}
 REACH_TOLERANCE = 1.0  # default success radius as a fraction of the target's radius (world.reach_tolerance)
 REACH_SPEED = 0.25  # reaching means arriving: the gripper must also be this slow (fraction of max speed)
@@ -25,6 +26,7 @@ class Task:
     destination: int = -1  # pick_place: the object to place the target on
     region: str = ""  # push: the named region
     reach_tolerance: float = REACH_TOLERANCE  # reach: success radius as a fraction of the target's radius
+    region_width: float = REGION_WIDTH  # push: depth of the named region
 
     def success(self, scene: Scene) -> bool:
         t = scene.objects[self.target]
@@ -32,14 +34,14 @@ class Task:
             near = np.linalg.norm(scene.gripper - t.pos) < self.reach_tolerance * t.radius
             return bool(near and scene.speed < REACH_SPEED)
         if self.family == "push":
-            return scene.held != self.target and in_region(t.pos, self.region)
+            return scene.held != self.target and in_region(t.pos, self.region, self.region_width)
         d = scene.objects[self.destination]
         return scene.held == -1 and bool(np.linalg.norm(t.pos - d.pos) < PLACE_TOLERANCE * d.radius)
 
 
-def in_region(pos: np.ndarray, region: str, margin: float = 0.0) -> bool:
+def in_region(pos: np.ndarray, region: str, width: float = REGION_WIDTH) -> bool:
     x, y = pos
-    b = REGION_BOUND - margin
+    b = width
     return {"left": x < b, "right": x > 1 - b, "top": y < b, "bottom": y > 1 - b}[region]
 
 
@@ -60,6 +62,7 @@ def sample_task(
     relational_prob: float,
     target: int | None = None,
     reach_tolerance: float = REACH_TOLERANCE,
+    region_width: float = REGION_WIDTH,
 ) -> Task | None:
     """Draw a task of ``family``; ``None`` when this scene cannot host one under the concept split.
 
@@ -88,11 +91,13 @@ def sample_task(
         return Task(family, target, template.format(t=ref), reach_tolerance=reach_tolerance)
     if family == "push":
         pos = scene.objects[target].pos
-        regions = [r for r in REGION_DIRECTION if not in_region(pos, r, margin=-0.1)]
+        regions = [r for r in REGION_DIRECTION if not in_region(pos, r, region_width + REGION_CLEARANCE)]
         if not regions:
             return None
         region = regions[rng.integers(len(regions))]
-        return Task(family, target, template.format(t=ref, r=region), region=region)
+        return Task(
+            family, target, template.format(t=ref, r=region), region=region, region_width=region_width
+        )
     dests = [i for i in range(n) if i != target and seen(i)]
     if not dests:
         return None
