@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from kinsul.world import TASK_FAMILIES, KinsulWorldEnv
+from kinsul.bench.tolerance import noisy_expert_success
+from kinsul.world import TASK_FAMILIES, KinsulWorldEnv, WorldConfig
+from kinsul.world.concepts import ConceptConfig
 from kinsul.world.expert import ScriptedExpert, run_expert_episode
 
 
@@ -29,3 +31,25 @@ def test_expert_is_smooth_and_multimodal():
         paths.append(a[:8].sum(axis=0))
     spread = np.ptp(np.stack(paths), axis=0).max()
     assert spread > 0.5  # varied: the early motion differs across styles
+
+
+@pytest.mark.parametrize("pusher", ["flat", "round"])
+def test_expert_pushes_with_either_pusher(pusher):
+    env = KinsulWorldEnv(WorldConfig(pusher=pusher))
+    expert = ScriptedExpert(env, np.random.default_rng(0))
+    wins = [
+        run_expert_episode(env, expert, 10_000 + s, {"task": "push"})[2]["is_success"] for s in range(100)
+    ]
+    assert np.mean(wins) >= 0.95
+
+
+def test_a_flat_pusher_tolerates_perception_error_a_round_one_does_not():
+    """The expert planning on a target position re-perceived with error every 5 steps (as a policy re-plans each
+    chunk): exact perception always succeeds; with 0.09 table units of error the flat pusher keeps more pushes."""
+    concepts = ConceptConfig()
+    rate = {
+        p: noisy_expert_success(WorldConfig(pusher=p), concepts, "push", 0.09, 40, 5, 0)
+        for p in ("flat", "round")
+    }
+    assert noisy_expert_success(WorldConfig(pusher="round"), concepts, "push", 0.0, 20, 5, 0) == 1.0
+    assert rate["round"] < 0.5 and rate["flat"] > rate["round"]
