@@ -37,6 +37,30 @@ def test_eval_prints_table_and_logs_to_the_run(trained_run, micro_root, capsys):
     assert any(a.endswith(".gif") for a in artifacts)
 
 
+def test_an_earlier_checkpoint_is_logged_where_mlflow_summarises_it(trained_run, micro_root):
+    """Evaluating a checkpoint from before the last curve point: its eval/success must be MLflow's summary value
+    (the highest step's), so the UI and a plain get_run show the evaluation, not the success curve's last point."""
+    from kinsul.evaluation.evaluate import evaluate
+
+    ckpt = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=False)
+    ckpt["global_step"] = 0
+    early = trained_run / "checkpoints" / "early.ckpt"
+    torch.save(ckpt, early)
+    client = MlflowClient(tracking_uri=f"sqlite:///{micro_root / 'mlflow.db'}")
+    run_id = (trained_run / "mlflow_run_id").read_text().strip()
+    curve_end = max(m.step for m in client.get_metric_history(run_id, "eval/success"))
+    assert curve_end > 0
+    try:
+        metrics, _ = evaluate(early, ["eval.episodes=1", "eval.latency_repeats=1"])
+    finally:
+        early.unlink()
+    # the curve logs eval/success, only the evaluation eval/success_heldout
+    for key in ("eval/success", "eval/success_heldout"):
+        newest = max(client.get_metric_history(run_id, key), key=lambda m: m.timestamp)
+        assert newest.step >= curve_end and newest.value == metrics[key]
+        assert client.get_run(run_id).data.metrics[key] == metrics[key]
+
+
 def test_a_checkpoint_scores_the_same_whatever_the_process_rng_state(trained_run):
     from kinsul.evaluation.evaluate import evaluate
 

@@ -246,3 +246,25 @@ def test_workers_started_together_on_fresh_stores_split_the_grid(micro_root, tmp
     assert sorted(r.info.run_name for r in runs if r.data.tags.get("kinsul.role") == "trial") == [
         f"mini-stop_grad-s{s}" for s in range(6)
     ]
+
+
+def test_report_reads_the_final_evaluation_not_the_curve_point_at_the_last_step(tmp_path):
+    """The success curve logs eval/success up to the last training step; `kinsul eval` logs its (larger) evaluation
+    later, at the best checkpoint's earlier step. MLflow's summary keeps the highest step's value, the curve's: the
+    report must take the evaluation's."""
+    from kinsul.sweeps.report import _final_metrics
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = client.create_run(client.create_experiment("kinsul")).info.run_id
+    for t, (step, value) in enumerate([(0, 0.0), (1000, 0.25), (2000, 0.375)]):  # the curve, 8 episodes
+        client.log_metric(run_id, "eval/success", value, timestamp=1_000 + t, step=step)
+        client.log_metric(run_id, "eval/success_reach", value, timestamp=1_000 + t, step=step)
+    client.log_metric(run_id, "eval/success", 0.5, timestamp=2_000, step=1000)  # the evaluation of best.ckpt
+    client.log_metric(run_id, "eval/success_reach", 0.6, timestamp=2_000, step=1000)
+    client.log_metric(run_id, "eval/success_n", 40, timestamp=2_000, step=1000)
+    run = client.get_run(run_id)
+    assert run.data.metrics["eval/success"] == 0.375  # what a plain read gets
+    final = _final_metrics(client, run)
+    assert (
+        final["eval/success"] == 0.5 and final["eval/success_reach"] == 0.6 and final["eval/success_n"] == 40
+    )

@@ -91,8 +91,11 @@ def evaluate(target: str | Path, overrides: list[str] = (), log: bool = True) ->
     run_id = tracking.run_id_of(run_dir)
     if log and run_id:
         tracker = tracking.tracker(trained_cfg.tracking)
-        # at the checkpoint's step, so evaluation points sit where training left off in MLflow's charts
-        tracker.log_metrics(run_id, metrics, checkpoint["global_step"])
+        # At the end of training's step axis, not the (often earlier) best checkpoint's step: the success curve
+        # logs eval/success up to the last step, and MLflow's summary value of a key (its UI columns, a plain
+        # get_run) is the one at the highest step, which must be this evaluation's, not the curve's last point.
+        step = max(checkpoint["global_step"], trained_cfg.trainer.max_steps)
+        tracker.log_metrics(run_id, metrics, step)
         tracker.log_artifacts(run_id, files, artifact_path="eval")
     return metrics, rates
 

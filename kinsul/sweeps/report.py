@@ -62,6 +62,19 @@ def _history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, flo
     return sorted(points.items())
 
 
+def _final_metrics(client: MlflowClient, run) -> dict[str, float]:
+    """The run's metrics as its final evaluation left them. MLflow's summary value of a key is the one at the
+    highest step, but the success curve logs eval/success (and per family) up to the last training step while
+    `kinsul eval` logs at the best checkpoint's step, often earlier: for those keys the last-logged value is the
+    evaluation's."""
+    metrics = dict(run.data.metrics)
+    for key in metrics:
+        if key.startswith("eval/success") and not key.endswith("_n"):
+            history = client.get_metric_history(run.info.run_id, key)
+            metrics[key] = max(history, key=lambda m: (m.timestamp, m.step)).value
+    return metrics
+
+
 def _pooled_ci(runs: list[TrialRun]) -> str:
     """Success over every episode of a row's trials, with its 95 % Wilson interval."""
     n = sum(r.metrics.get("eval/success_n", 0) for r in runs)
@@ -101,7 +114,7 @@ def collect(preset: str, cfg: KinsulConfig, spec: SweepSpec) -> dict[str, list[T
         label = " ".join([run.data.tags.get("strategy", "?"),
                           *(f"{k.rsplit('.', 1)[-1]}={run.data.params.get(k, '–')}" for k in keys)])  # fmt: skip
         groups.setdefault(label, []).append(
-            TrialRun(run.data.metrics, _history(client, run_id, "val/velocity_mse"), max_steps,
+            TrialRun(_final_metrics(client, run), _history(client, run_id, "val/velocity_mse"), max_steps,
                      _history(client, run_id, "eval/success"))
         )  # fmt: skip
     if not groups:
