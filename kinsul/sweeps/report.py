@@ -64,9 +64,9 @@ def _history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, flo
 
 def _final_metrics(client: MlflowClient, run) -> dict[str, float]:
     """The run's metrics as its final evaluation left them. MLflow's summary value of a key is the one at the
-    highest step, but the success curve logs eval/success (and per family) up to the last training step while
-    `kinsul eval` logs at the best checkpoint's step, often earlier: for those keys the last-logged value is the
-    evaluation's."""
+    highest step, and the success curve logs eval/success (and per family) up to the last training step. `kinsul
+    eval` now logs at that step too, but runs evaluated before 91dae37 logged at the best checkpoint's (often
+    earlier) step, so for those keys the last-logged value is taken: the evaluation's, in either case."""
     metrics = dict(run.data.metrics)
     for key in metrics:
         if key.startswith("eval/success") and not key.endswith("_n"):

@@ -41,8 +41,7 @@ class Task:
 
 def in_region(pos: np.ndarray, region: str, width: float = REGION_WIDTH) -> bool:
     x, y = pos
-    b = width
-    return {"left": x < b, "right": x > 1 - b, "top": y < b, "bottom": y > 1 - b}[region]
+    return {"left": x < width, "right": x > 1 - width, "top": y < width, "bottom": y > 1 - width}[region]
 
 
 def _refer(scene: Scene, i: int, rng: np.random.Generator, relational_prob: float, anchors_ok) -> str:
