@@ -14,6 +14,7 @@ from kinsul.sweeps.pruning import TrialReport
 from kinsul.sweeps.report import report
 from kinsul.sweeps.run import run_sweep
 from kinsul.sweeps.run import storage as storage_for
+from kinsul.sweeps.spec import load_sweep
 from kinsul.training import train as train_lib
 
 
@@ -268,3 +269,35 @@ def test_report_reads_the_final_evaluation_not_the_curve_point_at_the_last_step(
     assert (
         final["eval/success"] == 0.5 and final["eval/success_reach"] == 0.6 and final["eval/success_n"] == 40
     )
+
+
+def test_report_shows_reference_rows_of_another_sweep_instead_of_rerunning_them(micro_root, tmp_path):
+    """A continuum's end point already run by another sweep in the same stores is read from there (labelled with
+    that sweep's name); a reference row with no finished trials is named, not silently dropped."""
+    ends = write_preset(tmp_path, "{strategy.name: [naive], seed: [0]}")
+    (tmp_path / "inner.yaml").write_text(f"""base: micro
+sweep:
+  grid: {{strategy.name: [naive], strategy.options.backbone_lr_scale: [0.1], seed: [0]}}
+  storage: sqlite:///{tmp_path}/optuna.db
+  reference: {{'{ends}': [naive, frozen]}}
+eval: {{episodes: 1, latency_repeats: 1, probe_samples: 14, videos: 0}}
+""")
+    overrides = [f"data.root={micro_root / 'data'}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                 f"trainer.runs_dir={tmp_path / 'runs'}", "trainer.max_steps=2", "trainer.curve_every=0"]  # fmt: skip
+    run_sweep(ends, overrides)
+    inner = str(tmp_path / "inner.yaml")
+    run_sweep(inner, overrides)
+    text = report(inner, overrides)
+    assert "| naive backbone_lr_scale=0.1 | 1 |" in text and "| naive (mini) | 1 |" in text
+    assert "reference row 'frozen' of sweep 'mini': no finished trials" in text
+    assert len(list((tmp_path / "runs").iterdir())) == 2  # the reference row was not trained again
+
+
+def test_a_reference_to_an_unknown_sweep_fails_at_load(tmp_path):
+    (tmp_path / "bad.yaml").write_text("""base: micro
+sweep:
+  grid: {strategy.name: [naive], seed: [0]}
+  reference: {no_such_preset: [naive]}
+""")
+    with pytest.raises(ConfigError, match="no_such_preset"):
+        load_sweep(str(tmp_path / "bad.yaml"))

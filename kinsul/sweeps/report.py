@@ -156,6 +156,18 @@ def report(preset: str, overrides: list[str] = (), out_dir: str | Path | None = 
     spec = load_sweep(preset, list(overrides))
     cfg = load_config(preset, split_overrides(overrides)[0])
     groups = collect(preset, cfg, spec)
+    notes = []
+    for ref, labels in spec.reference.items():
+        try:
+            found = collect(ref, cfg, load_sweep(ref))
+        except FileNotFoundError:
+            found = {}
+        for label in labels:
+            if label in found:
+                groups[f"{label} ({study_name(ref)})"] = found[label]
+            else:
+                notes.append(f"reference row '{label}' of sweep '{study_name(ref)}': no finished trials in "
+                             f"{cfg.tracking.uri} yet (`kinsul sweep {ref}` from this folder)")  # fmt: skip
     search = spec.kind == "search"
     cols = columns(cfg.headline_tasks())
     # a grid averages a strategy over its seeds; a search over its trials (see the trials table for each)
@@ -168,6 +180,8 @@ def report(preset: str, overrides: list[str] = (), out_dir: str | Path | None = 
     rows = [[s, str(len(runs)), *(_fmt([r.metrics.get(key) for r in runs]) for key, _ in cols), _pooled_ci(runs)]
             for s, runs in groups.items()]  # fmt: skip
     text = _markdown(header, rows)
+    if notes:
+        text += "\n\n" + "\n".join(f"- {n}" for n in notes)
     if search:
         text += "\n\n" + trials_table(spec, preset)
     if out_dir is not None:

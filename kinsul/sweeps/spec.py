@@ -91,6 +91,9 @@ class SweepSpec:
     storage: str = "sqlite:///optuna.db"  # any Optuna RDB URL; share it between workers to split the work
     heartbeat_s: int = 30  # a RUNNING trial without a heartbeat for 2x this long is failed on --resume
     evaluate: bool = True  # run `kinsul eval` on every trial (the objective needs it)
+    # Rows of other sweeps in the same stores that the report shows beside this one's, {preset: [row label]}:
+    # settings already run there (a continuum's end points are the paper sweep's strategies) are not re-run.
+    reference: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_choice("direction", self.direction, ["maximize", "minimize"])
@@ -104,6 +107,11 @@ class SweepSpec:
         if self.search:
             check_range("n_trials", self.n_trials, 1, 1_000_000)
         check_storage(self.storage)
+        for preset, rows in self.reference.items():
+            preset_path(preset)  # an unknown preset fails here, naming the known ones
+            if not isinstance(rows, list) or not rows or not all(isinstance(r, str) for r in rows):
+                raise FieldValueError(f"reference.{preset}", rows, "a non-empty list of that sweep's row labels "
+                                      "(e.g. [ki] or [naive, frozen])")  # fmt: skip
         if self.pruner != "none" and self.direction != "minimize":
             # Optuna's pruners rank intermediate values in the study's direction; ours are val/velocity_mse.
             raise FieldValueError("pruner", self.pruner,
