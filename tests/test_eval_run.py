@@ -100,3 +100,27 @@ def test_retention_is_one_for_the_pretrained_vlm_and_drops_for_one_that_lost_kno
                 p.normal_(0.0, 0.02)
     lost = retention(damaged, b, probe)
     assert lost["eval/retention"] < 0.5 * metrics["eval/retention"]
+
+
+@pytest.mark.parametrize("which", ["last", "best"])
+def test_a_run_folder_is_evaluated_at_the_checkpoint_eval_checkpoint_names(trained_run, monkeypatch, which):
+    """The policy at the budget (last.ckpt) by default: best.ckpt is chosen by an offline proxy that can pick an
+    earlier, worse policy; eval.checkpoint=best asks for it."""
+    from kinsul.evaluation import evaluate as evaluate_lib
+
+    read = []
+
+    def spy(path):
+        read.append(path.name)
+        raise KeyboardInterrupt  # enough: the choice is made before any rollout
+
+    monkeypatch.setattr(evaluate_lib, "load_checkpoint", spy)
+    overrides = [] if which == "last" else ["eval.checkpoint=best"]
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_lib.evaluate(trained_run, overrides)
+    assert read == [f"{which}.ckpt"]
+
+
+def test_an_unknown_eval_checkpoint_is_refused_naming_the_field(trained_run, capsys):
+    assert main(["eval", str(trained_run), "eval.checkpoint=newest"]) == 2
+    assert "eval.checkpoint" in capsys.readouterr().err

@@ -301,3 +301,12 @@ sweep:
 """)
     with pytest.raises(ConfigError, match="no_such_preset"):
         load_sweep(str(tmp_path / "bad.yaml"))
+
+
+def test_a_speed_column_says_how_many_seeds_reached_the_target():
+    from kinsul.sweeps.report import _fmt
+
+    assert _fmt([1500.0, None, 2000.0], "speed/steps_to_success") == "1.75e+03 ± 3.5e+02 (2/3)"
+    assert _fmt([1500.0, 1500.0], "speed/steps_to_success") == "1.5e+03 ± 0"  # all reached: no count
+    assert _fmt([None, None], "speed/steps_to_success") == "–"
+    assert _fmt([0.5, None], "eval/success") == "0.5 ± 0"

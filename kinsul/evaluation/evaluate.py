@@ -27,14 +27,16 @@ from kinsul.runs.checkpoints import load_checkpoint
 from kinsul.strategies import create
 
 
-def locate(target: str | Path) -> tuple[Path, Path]:
-    """(run folder, checkpoint) from a run folder (best, else last checkpoint) or a checkpoint file."""
+def locate(target: str | Path, prefer: str = "last") -> tuple[Path, Path]:
+    """(run folder, checkpoint) from a checkpoint file, or a run folder: its ``prefer`` checkpoint (last or
+    best), else the other one."""
     target = Path(target)
     if target.is_file():
         return target.parent.parent, target
-    for name in ("best.ckpt", "last.ckpt"):
-        if (target / "checkpoints" / name).is_file():
-            return target, target / "checkpoints" / name
+    order = ("last", "best") if prefer == "last" else ("best", "last")
+    for name in order:
+        if (target / "checkpoints" / f"{name}.ckpt").is_file():
+            return target, target / "checkpoints" / f"{name}.ckpt"
     raise FileNotFoundError(f"'{target}' is neither a checkpoint file nor a run folder with "
                             "checkpoints/best.ckpt or checkpoints/last.ckpt")  # fmt: skip
 
@@ -50,9 +52,10 @@ def run_config(run_dir: Path, overrides: list[str]) -> tuple[KinsulConfig, Kinsu
 
 
 def evaluate(target: str | Path, overrides: list[str] = (), log: bool = True) -> dict[str, float]:
-    run_dir, ckpt = locate(target)
-    checkpoint = load_checkpoint(ckpt)  # before any work: a damaged or crafted file stops here
+    run_dir, _ = locate(target)
     trained_cfg, cfg = run_config(run_dir, list(overrides))
+    _, ckpt = locate(target, cfg.eval.checkpoint)
+    checkpoint = load_checkpoint(ckpt)  # before any work: a damaged or crafted file stops here
     # the checkpoint's model must fit the world it is evaluated in
     check_data_spec(data_spec(trained_cfg), data_spec(cfg), "the evaluation world")
     strategy = create(trained_cfg.strategy.name, trained_cfg.strategy.options)

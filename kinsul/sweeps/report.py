@@ -41,13 +41,17 @@ def columns(families: list[str]) -> list[tuple[str, str]]:
     return [*COLUMNS[:at], *per_family, *COLUMNS[at:]]
 
 
-def _fmt(values: list[float | None]) -> str:
+def _fmt(values: list[float | None], key: str = "") -> str:
+    """Mean ± std over the trials that have the metric. A speed column (to the success target) is missing for a
+    trial that never reached the target: it says how many of the row's trials did, e.g. "1.5e+03 ± 0 (1/3)"."""
+    runs = len(values)
     values = [v for v in values if v is not None and not math.isnan(v)]
     if not values:
         return "–"
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.3g} ± {std:.2g}"
+    reached = f" ({len(values)}/{runs})" if key.startswith("speed/") and len(values) < runs else ""
+    return f"{mean:.3g} ± {std:.2g}{reached}"
 
 
 def _history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
@@ -177,7 +181,7 @@ def report(preset: str, overrides: list[str] = (), out_dir: str | Path | None = 
         *(label for _, label in cols),
         "success pooled, 95% CI",
     ]
-    rows = [[s, str(len(runs)), *(_fmt([r.metrics.get(key) for r in runs]) for key, _ in cols), _pooled_ci(runs)]
+    rows = [[s, str(len(runs)), *(_fmt([r.metrics.get(key) for r in runs], key) for key, _ in cols), _pooled_ci(runs)]
             for s, runs in groups.items()]  # fmt: skip
     text = _markdown(header, rows)
     if notes:
