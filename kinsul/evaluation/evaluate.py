@@ -52,10 +52,14 @@ def run_config(run_dir: Path, overrides: list[str]) -> tuple[KinsulConfig, Kinsu
 
 
 def evaluate(target: str | Path, overrides: list[str] = (), log: bool = True) -> dict[str, float]:
-    run_dir, _ = locate(target)
-    trained_cfg, cfg = run_config(run_dir, list(overrides))
-    _, ckpt = locate(target, cfg.eval.checkpoint)
-    checkpoint = load_checkpoint(ckpt)  # before any work: a damaged or crafted file stops here
+    if Path(target).is_file():
+        run_dir, ckpt = locate(target)
+        checkpoint = load_checkpoint(ckpt)  # before any work: a damaged or crafted file stops here
+        trained_cfg, cfg = run_config(run_dir, list(overrides))
+    else:  # a run folder: the checkpoint its eval.checkpoint (with the overrides) names
+        run_dir, _ = locate(target)
+        trained_cfg, cfg = run_config(run_dir, list(overrides))
+        checkpoint = load_checkpoint(locate(run_dir, cfg.eval.checkpoint)[1])
     # the checkpoint's model must fit the world it is evaluated in
     check_data_spec(data_spec(trained_cfg), data_spec(cfg), "the evaluation world")
     strategy = create(trained_cfg.strategy.name, trained_cfg.strategy.options)
