@@ -172,8 +172,8 @@ class EvalConfig:
     # and destination's positions (oracle features) does not learn it at this scale (docs/results.md).
     headline_tasks: list[str] = field(default_factory=lambda: ["reach", "push"])
     # The checkpoint of a run folder that is evaluated: "last", the policy at the training budget (the paper's
-    # axis), or "best", the lowest val/velocity_mse, an offline proxy that picked naive's step-1,000 policy over a
-    # better one at 2,500 in the paper sweep (docs/results.md). A checkpoint file given as the target wins.
+    # axis, the same step for every strategy), or "best", the lowest val/velocity_mse: early stopping by an offline
+    # proxy, a different step per trial (docs/results.md, section 6b). A checkpoint file given as the target wins.
     checkpoint: str = "last"
 
     def __post_init__(self) -> None:

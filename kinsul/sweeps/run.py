@@ -169,7 +169,7 @@ def child_name(sweep: str, params: dict[str, Any], number: int, by_values: bool)
 
 
 class Objective:
-    """One trial: `kinsul train` with the trial's values as overrides, then `kinsul eval` of its checkpoint (`eval.checkpoint`)."""
+    """One trial: `kinsul train` with the trial's values as overrides, then `kinsul eval` of its run folder."""
 
     def __init__(self, preset: str, overrides: list[str], spec: SweepSpec, name: str, parent: str,
                  client: MlflowClient, queue_only: bool = False):  # fmt: skip
