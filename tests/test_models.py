@@ -212,3 +212,13 @@ def test_expert_width_is_set_apart_from_the_backbone(tok):
     )
     chunk = wide.sample_actions(make_obs(tok), steps=2)  # it still reads the backbone's keys and values
     assert chunk.shape == (3, SPEC.horizon, SPEC.action_dim) and torch.isfinite(chunk).all()
+
+
+def test_patch_size_sets_the_image_token_grid_and_is_checked(tok):
+    fine = build_vla(ModelConfig(size="micro", patch_size=8), tok, SPEC)  # 64 px images: 8 x 8 tokens, not 4 x 4
+    obs = make_obs(tok)
+    assert fine.image_tokens(obs.images).shape[1] == 64
+    assert build_vla(ModelConfig(size="micro"), tok, SPEC).image_tokens(obs.images).shape[1] == 16
+    assert fine.sample_actions(obs, steps=2).shape == (3, SPEC.horizon, SPEC.action_dim)
+    with pytest.raises(BackboneError, match="multiple of the patch size 24 .*model.patch_size 24"):
+        build_vla(ModelConfig(size="micro", patch_size=24), tok, SPEC)

@@ -142,3 +142,9 @@ def test_probe_accuracy_is_exact_over_batches():
     acc.update(torch.tensor([True] * 90 + [False] * 10 + [True] * 3), ["relation"] * 100 + ["shape"] * 3)
     out = acc.compute()
     assert out["relation"] == 0.9 and out["shape"] == 1.0 and out["mean"] == 0.95
+
+
+def test_a_patch_size_override_names_a_different_vlm_and_the_default_keeps_its_name():
+    base = load_config(None)
+    assert pretrained.vlm_name(base) == pretrained.vlm_name(load_config(None, ["model.patch_size=0"]))
+    assert pretrained.vlm_name(base) != pretrained.vlm_name(load_config(None, ["model.patch_size=8"]))

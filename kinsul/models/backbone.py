@@ -22,7 +22,8 @@ def paligemma_config(
     d = cfg.dims
     if image_size % d["patch"]:
         raise BackboneError(
-            f"image size {image_size} is not a multiple of the '{cfg.size}' patch size {d['patch']}"
+            f"image size {image_size} is not a multiple of the patch size {d['patch']} "
+            f"(model.size '{cfg.size}', model.patch_size {cfg.patch_size})"
         )
     vision = SiglipVisionConfig(
         hidden_size=d["v_hidden"],

@@ -40,6 +40,9 @@ class ModelConfig:
     # backbone's: it attends to the backbone's keys/values layer by layer.
     expert_width: int = 0
     expert_mlp: int = 0
+    # The vision tower's patch side in pixels (0: the size preset's). A finer grid gives the backbone more image
+    # tokens to locate objects with, at a longer prefix; a pretrained VLM is specific to it.
+    patch_size: int = 0
     # Pixel normalisation (an image processor's image_mean / image_std). The default centres KinsulWorld's
     # table colour on zero and amplifies what differs from it, so small objects stand out in 16-pixel patches;
     # use [0.5, 0.5, 0.5] / [0.5, 0.5, 0.5] for a real SigLIP / PaliGemma checkpoint.
@@ -57,6 +60,7 @@ class ModelConfig:
         check_range("max_fast_len", self.max_fast_len, 4, 4096)
         check_range("expert_width", self.expert_width, 0, 65_536)
         check_range("expert_mlp", self.expert_mlp, 0, 262_144)
+        check_range("patch_size", self.patch_size, 0, 512)
         for name in ("image_mean", "image_std"):
             value = getattr(self, name)
             if len(value) != 3 or (name == "image_std" and min(value) <= 0):
@@ -69,4 +73,5 @@ class ModelConfig:
         d = dict(SIZE_PRESETS[self.size])
         d["e_hidden"] = self.expert_width or d["e_hidden"]
         d["e_mlp"] = self.expert_mlp or d["e_mlp"]
+        d["patch"] = self.patch_size or d["patch"]
         return d

@@ -22,7 +22,9 @@ class PretrainedVLMNotFound(FileNotFoundError):
 def vlm_hash(cfg: KinsulConfig) -> str:
     """Everything the pretrained weights depend on: model size and vocabulary, VLM data, pretraining recipe."""
     m = cfg.model
-    return config_hash("vlm", m.size, m.fast_vocab_size, m.max_text_len, KINDS["vlm"].dataset_hash(cfg),
+    # a patch size only when it overrides the preset's: the VLMs named before the field existed keep their names
+    size = [m.size, m.patch_size] if m.patch_size else [m.size]
+    return config_hash("vlm", *size, m.fast_vocab_size, m.max_text_len, KINDS["vlm"].dataset_hash(cfg),
                        dataclasses.asdict(cfg.pretrain) | {"threads": None, "eval_every": None,
                                                             "checkpoint_every": None})  # fmt: skip
 
