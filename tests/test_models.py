@@ -215,9 +215,8 @@ def test_expert_width_is_set_apart_from_the_backbone(tok):
 
 
 def test_patch_size_sets_the_image_token_grid_and_is_checked(tok):
-    fine = build_vla(
-        ModelConfig(size="micro", patch_size=8), tok, SPEC
-    )  # 64 px images: 8 x 8 tokens, not 4 x 4
+    # 64-pixel images: 8 x 8 image tokens instead of the preset's 4 x 4
+    fine = build_vla(ModelConfig(size="micro", patch_size=8), tok, SPEC)
     obs = make_obs(tok)
     assert fine.image_tokens(obs.images).shape[1] == 64
     assert build_vla(ModelConfig(size="micro"), tok, SPEC).image_tokens(obs.images).shape[1] == 16
