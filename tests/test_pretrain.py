@@ -147,4 +147,7 @@ def test_probe_accuracy_is_exact_over_batches():
 def test_a_patch_size_override_names_a_different_vlm_and_the_default_keeps_its_name():
     base = load_config(None)
     assert pretrained.vlm_name(base) == pretrained.vlm_name(load_config(None, ["model.patch_size=0"]))
+    assert pretrained.vlm_name(base) == pretrained.vlm_name(
+        load_config(None, ["model.patch_size=16"])
+    )  # tiny's own
     assert pretrained.vlm_name(base) != pretrained.vlm_name(load_config(None, ["model.patch_size=8"]))

@@ -9,6 +9,7 @@ from pathlib import Path
 from kinsul.config.schema import KinsulConfig
 from kinsul.data.store import KINDS
 from kinsul.fields import config_hash
+from kinsul.models.config import SIZE_PRESETS
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "assets" / "vlm"  # kinsul/assets/vlm/<size>-<hash>/
 META_FILE = "kinsul_vlm.json"
@@ -22,8 +23,10 @@ class PretrainedVLMNotFound(FileNotFoundError):
 def vlm_hash(cfg: KinsulConfig) -> str:
     """Everything the pretrained weights depend on: model size and vocabulary, VLM data, pretraining recipe."""
     m = cfg.model
-    # a patch size only when it overrides the preset's: the VLMs named before the field existed keep their names
-    size = [m.size, m.patch_size] if m.patch_size else [m.size]
+    # the patch side only where it differs from the preset's: the VLMs named before the field existed keep their
+    # names, and naming the preset's own patch size changes nothing
+    patch = m.dims["patch"]
+    size = [m.size] if patch == SIZE_PRESETS[m.size]["patch"] else [m.size, patch]
     return config_hash("vlm", *size, m.fast_vocab_size, m.max_text_len, KINDS["vlm"].dataset_hash(cfg),
                        dataclasses.asdict(cfg.pretrain) | {"threads": None, "eval_every": None,
                                                             "checkpoint_every": None})  # fmt: skip
