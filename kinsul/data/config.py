@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from kinsul.fields import check_range
+from kinsul.fields import FieldValueError, check_range
 from kinsul.world.concepts import ConceptConfig
 from kinsul.world.config import WorldConfig
 
@@ -36,6 +36,16 @@ class DataConfig:
     vlm_max_objects: int = 4  # objects per VLM scene, upper bound
     loc_bins: int = 16  # localisation answers: table coordinates discretised into this many bins per axis
     num_workers: int = 2  # generation processes
+    # VQA data of the user's own, replacing the generated VLM questions for co-training and the retention probe:
+    # a `datasets` folder (save_to_disk) or a folder of parquet files, with an image, a question and an answer
+    # column; the probe split is held out from co-training.
+    vqa_path: str | None = None
+    vqa_image: str = "image"  # column names in that folder
+    vqa_question: str = "question"
+    vqa_answer: str = "answer"
+    vqa_type: str = ""  # a question-type column for per-type probe accuracy ("": one type, 'vqa')
+    vqa_train_split: str = "train"  # co-training samples
+    vqa_probe_split: str = "test"  # the retention probe
 
     def __post_init__(self) -> None:
         check_range("chunk_size", self.chunk_size, 1, 256)
@@ -43,6 +53,11 @@ class DataConfig:
         check_range("vlm_max_objects", self.vlm_max_objects, self.vlm_min_objects, 6)
         check_range("loc_bins", self.loc_bins, 2, 100)
         check_range("num_workers", self.num_workers, 1, 256)
+        if self.vqa_path == "":
+            raise FieldValueError("vqa_path", self.vqa_path, "a folder path or null")
+        for name in ("vqa_image", "vqa_question", "vqa_answer", "vqa_train_split", "vqa_probe_split"):
+            if not getattr(self, name):
+                raise FieldValueError(name, getattr(self, name), "a column or split name")
 
 
 class DataSections(Protocol):

@@ -77,12 +77,12 @@ def even_subset(ds: Dataset, n: int) -> Dataset:
 
 
 def answer_tokens(tok: TextTokenizer, answer: str) -> list[int]:
-    """A VLM answer as the suffix the backbone learns: <sep> + answer + <eos>."""
-    return [tok.sep_id, *tok.encode(answer), tok.eos_id]
+    """A VLM answer as the suffix the backbone learns (world codec: <sep> + answer + <eos>)."""
+    return tok.answer_ids(answer)
 
 
 def prompt_ids(tok: TextTokenizer, texts: list[str], max_len: int):
-    return tok.batch([[tok.bos_id, *tok.encode(t)] for t in texts], max_len=None).ids[:, :max_len]
+    return tok.batch([tok.prompt_ids(t, max_len) for t in texts], max_len=None).ids
 
 
 @dataclass
@@ -96,11 +96,11 @@ class VLMTensors:
     @classmethod
     def from_dataset(cls, ds: Dataset, tok: TextTokenizer, max_text_len: int) -> VLMTensors:
         def tokenize(batch: dict) -> dict:
-            return {"text_ids": [[tok.bos_id, *tok.encode(q)] for q in batch["question"]],
-                    "answer_ids": [answer_tokens(tok, a) for a in batch["answer"]]}  # fmt: skip
+            return {"text_ids": [tok.prompt_ids(q, max_text_len) for q in batch["question"]],
+                    "answer_ids": [tok.answer_ids(a) for a in batch["answer"]]}  # fmt: skip
 
         enc = _mapped(ds, ["question", "answer"], tokenize, "tokenize")[:]
-        text, suffix = tok.batch(enc["text_ids"]).ids[:, :max_text_len], tok.batch(enc["answer_ids"]).ids
+        text, suffix = tok.batch(enc["text_ids"]).ids, tok.batch(enc["answer_ids"]).ids
         return cls(decode_images(ds), text, suffix, list(ds["qtype"]), list(ds["answer"]))
 
     def __len__(self) -> int:
@@ -127,16 +127,15 @@ class RobotTensors:
     def from_dataset(cls, ds: Dataset, tok: TextTokenizer, fast, max_text_len: int, max_fast_len: int):
         def tokenize(batch: dict) -> dict:
             chunks = np.asarray(batch["actions"], dtype=np.float32)
-            return {"text_ids": [[tok.bos_id, *tok.encode(t)] for t in batch["instruction"]],
-                    "fast_ids": [[tok.sep_id, *tok.action_ids(fast.encode(a))[:max_fast_len], tok.eos_id]
-                                 for a in chunks]}  # fmt: skip
+            return {"text_ids": [tok.prompt_ids(t, max_text_len) for t in batch["instruction"]],
+                    "fast_ids": [tok.fast_suffix(fast.encode(a), max_fast_len) for a in chunks]}  # fmt: skip
 
         cols = ds.with_format("numpy", columns=["state", "actions", "action_pad", "heldout"])[:]
         enc = _mapped(ds, ["instruction", "actions"], tokenize, "tokenize")[:]
         return cls(
             images=decode_images(ds),
             state=torch.from_numpy(cols["state"].astype(np.float32)),
-            text_ids=tok.batch(enc["text_ids"]).ids[:, :max_text_len],
+            text_ids=tok.batch(enc["text_ids"]).ids,
             actions=torch.from_numpy(cols["actions"].astype(np.float32)),
             action_pad=torch.from_numpy(cols["action_pad"].astype(bool)),
             fast_ids=tok.batch(enc["fast_ids"]).ids,

@@ -15,6 +15,7 @@ from kinsul.config.loader import load_config
 from kinsul.config.schema import KinsulConfig
 from kinsul.data import store
 from kinsul.data.tensors import VLMTensors, prompt_ids
+from kinsul.data.vqa import vqa_splits
 from kinsul.evaluation.artifacts import success_plot, write_gifs, write_metrics
 from kinsul.evaluation.latency import FAST_TOKENS, chunk_latency
 from kinsul.evaluation.policies import VLAPolicy
@@ -134,8 +135,7 @@ def _offline_errors(vla, tok, fast, decoding: str, cfg: KinsulConfig) -> dict[st
 
 def _retention(vla, cfg: KinsulConfig) -> dict[str, float]:
     tok = make_tokenizer(cfg)
-    store.generate(cfg, "vlm", progress=False)
-    probe_ds = store.load(cfg, "vlm")["probe"]
+    probe_ds = vqa_splits(cfg)["probe"]
     if cfg.eval.probe_samples:
         probe_ds = probe_ds.select(range(min(cfg.eval.probe_samples, len(probe_ds))))
     probe = VLMTensors.from_dataset(probe_ds, tok, cfg.model.max_text_len)

@@ -12,12 +12,14 @@ from torch.utils.data import IterableDataset
 from torchmetrics.aggregation import MeanMetric
 
 from kinsul.data.tensors import VLMTensors, index_batches
-from kinsul.models.vla import VLA
+from kinsul.models.vla import VLA, target_logits
 
 
 def exact_match(vla: VLA, obs, suffix: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    logits = vla(obs, suffix, mask).suffix_logits
-    pred, target, valid = logits[:, :-1].argmax(-1), suffix[:, 1:], mask[:, 1:]
+    out = vla(obs, suffix, mask)
+    n_context = suffix.shape[1] - target_logits(out.suffix_logits, out.first_logits).shape[1]
+    pred = target_logits(out.suffix_logits, out.first_logits).argmax(-1)
+    target, valid = suffix[:, n_context:], mask[:, n_context:]
     return ((pred == target) | ~valid).all(dim=1)
 
 

@@ -1,5 +1,5 @@
-"""The VLM backbone: a transformers PaliGemma (SigLIP vision tower + Gemma decoder), built from a size preset
-or loaded from a local ``save_pretrained`` folder. Never downloads anything."""
+"""The VLM backbone of a VLA: built from a size preset or loaded from a local ``save_pretrained`` folder of any
+family in ``kinsul.backbones.FAMILIES``, with the codec that feeds it. Never downloads anything."""
 
 from __future__ import annotations
 
@@ -7,93 +7,94 @@ import json
 from pathlib import Path
 
 import torch
-from transformers import GemmaConfig, PaliGemmaConfig, PaliGemmaForConditionalGeneration, SiglipVisionConfig
 
+from kinsul.backbones import FAMILIES, BackboneAdapter, BackboneError
+from kinsul.backbones.codecs import ProcessorCodec, has_tokenizer, load_processor
 from kinsul.models.config import ModelConfig
+from kinsul.tokenizers.text import TextTokenizer
 
-
-class BackboneError(ValueError):
-    """A pretrained backbone folder that is missing or incompatible."""
-
-
-def paligemma_config(
-    cfg: ModelConfig, vocab_size: int, image_size: int, image_token_id: int
-) -> PaliGemmaConfig:
-    d = cfg.dims
-    if image_size % d["patch"]:
-        raise BackboneError(
-            f"image size {image_size} is not a multiple of the patch size {d['patch']} "
-            f"(model.size '{cfg.size}', model.patch_size {cfg.patch_size})"
-        )
-    vision = SiglipVisionConfig(
-        hidden_size=d["v_hidden"],
-        intermediate_size=d["v_mlp"],
-        num_hidden_layers=d["v_layers"],
-        num_attention_heads=d["v_heads"],
-        image_size=image_size,
-        patch_size=d["patch"],
-        projection_dim=d["t_hidden"],
-        vision_use_head=False,
-    )
-    text = GemmaConfig(
-        vocab_size=vocab_size,
-        hidden_size=d["t_hidden"],
-        intermediate_size=d["t_mlp"],
-        num_hidden_layers=d["t_layers"],
-        num_attention_heads=d["t_heads"],
-        num_key_value_heads=d["t_kv"],
-        head_dim=d["head_dim"],
-        max_position_embeddings=2048,
-        pad_token_id=0,
-    )
-    return PaliGemmaConfig(
-        vision_config=vision, text_config=text, image_token_index=image_token_id, projection_dim=d["t_hidden"],
-    )  # fmt: skip
+__all__ = ["BackboneError", "build_backbone", "folder_codec", "load_backbone", "read_config"]
 
 
 def build_backbone(cfg: ModelConfig, vocab_size: int, image_size: int, image_token_id: int):
-    model = PaliGemmaForConditionalGeneration(paligemma_config(cfg, vocab_size, image_size, image_token_id))
-    model.config.text_config._attn_implementation = "sdpa"
-    return model
+    """A randomly initialised backbone of ``cfg.family`` at the size preset ``cfg.size``."""
+    family = FAMILIES[cfg.family]
+    try:
+        return family.build(cfg.dims, vocab_size, image_size, image_token_id)
+    except BackboneError as e:
+        raise BackboneError(f"{e} (model.size '{cfg.size}', model.patch_size {cfg.patch_size})") from None
 
 
-def load_backbone(path: str | Path, vocab_size: int, image_size: int) -> PaliGemmaForConditionalGeneration:
-    """Load a local PaliGemma folder and check it fits this world and tokenizer."""
+def read_config(path: str | Path) -> tuple[Path, dict, type[BackboneAdapter]]:
+    """The folder's config.json and its family, checked before any weight is read."""
     path = Path(path)
-    config_file = path / "config.json"
     if not path.is_dir():
-        raise BackboneError(
-            f"model.pretrained_path '{path}' does not exist: expected a folder written by "
-            "PaliGemmaForConditionalGeneration.save_pretrained (config.json + *.safetensors)"
-        )
+        raise BackboneError(f"model.pretrained_path '{path}' does not exist: expected a folder written by a "
+                            "transformers model's save_pretrained (config.json + *.safetensors)")  # fmt: skip
+    config_file = path / "config.json"
     if not config_file.is_file():
-        raise BackboneError(
-            f"model.pretrained_path '{path}' has no config.json: expected a transformers "
-            "save_pretrained folder"
-        )
+        raise BackboneError(f"model.pretrained_path '{path}' has no config.json: expected a transformers "
+                            "save_pretrained folder")  # fmt: skip
     try:
         meta = json.loads(config_file.read_text())
     except json.JSONDecodeError as e:
         raise BackboneError(f"'{config_file}' is not valid JSON: {e}") from e
-    if meta.get("model_type") != "paligemma":
-        raise BackboneError(
-            f"'{path}' holds a '{meta.get('model_type')}' model, expected a 'paligemma' model"
-        )
+    kind = meta.get("model_type")
+    if kind not in FAMILIES:
+        raise BackboneError(f"'{path}' holds a '{kind}' model; kinsul has adapters for {sorted(FAMILIES)} "
+                            "(kinsul/backbones/)")  # fmt: skip
+    return path, meta, FAMILIES[kind]
+
+
+def _text_vocab(meta: dict) -> int:
+    return int(meta.get("text_config", {}).get("vocab_size") or meta.get("vocab_size") or 0)
+
+
+def folder_codec(path: str | Path, cfg: ModelConfig, world: TextTokenizer):
+    """The folder's own processor where it has a tokenizer; else kinsul's world tokenizer where the
+    vocabulary fits it; else one line saying what to set."""
+    path, meta, family = read_config(path)
+    vocab = _text_vocab(meta)
+    if has_tokenizer(path):
+        processor = load_processor(path, family.family)
+        if len(processor.tokenizer) > vocab and cfg.fast_tokens == "last":
+            raise BackboneError(f"'{path}': the tokenizer has {len(processor.tokenizer)} tokens but the model's "
+                                f"vocabulary only {vocab}")  # fmt: skip
+        return ProcessorCodec(processor, family, vocab, cfg.fast_vocab_size, cfg.fast_tokens, f"'{path}'")
+    if family.causal_prefix:
+        raise BackboneError(f"'{path}' is a {family.family} model without a tokenizer: its prompts hold image "
+                            "placeholders only its processor lays out; save the processor (tokenizer + image "
+                            "processor) in the folder")  # fmt: skip
+    if vocab < world.vocab_size:
+        n_words = world.action_offset
+        hint = (f"set model.fast_vocab_size <= {vocab - n_words}" if vocab - n_words >= 16 else
+                "save the checkpoint's tokenizer and processor in the folder")  # fmt: skip
+        raise BackboneError(f"'{path}' has no tokenizer and a text vocabulary of {vocab} tokens; kinsul's world "
+                            f"tokenizer needs {world.vocab_size} ({n_words} words and specials + "
+                            f"model.fast_vocab_size {world.n_action_tokens}): {hint}")  # fmt: skip
+    return world
+
+
+def load_backbone(path: str | Path, codec, image_size: int):
+    """Load a local folder of any known family, checked against ``codec``; returns (model, adapter)."""
+    path, meta, family = read_config(path)
     try:
-        model = PaliGemmaForConditionalGeneration.from_pretrained(
-            path, local_files_only=True, dtype=torch.float32
-        )
+        from transformers import AutoModelForImageTextToText
+
+        model = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True, dtype=torch.float32)
     except Exception as e:
-        raise BackboneError(f"could not load a PaliGemma model from '{path}': {type(e).__name__}: {e}") from e
-    got_vocab = model.config.text_config.vocab_size
-    got_image = model.config.vision_config.image_size
-    if got_vocab < vocab_size:
-        raise BackboneError(
-            f"'{path}' has a text vocabulary of {got_vocab} tokens, expected at least {vocab_size} "
-            "(the world's words, location tokens and FAST action tokens)"
-        )
-    if got_image != image_size:
-        raise BackboneError(
-            f"'{path}' expects {got_image}x{got_image} images, but world.image_size is {image_size}"
-        )
-    return model
+        raise BackboneError(f"could not load a {family.family} model from '{path}': {type(e).__name__}: "
+                            f"{str(e)[:300]}") from e  # fmt: skip
+    model.config.text_config._attn_implementation = "sdpa"
+    adapter = family(model)
+    if codec.vocab_size > adapter.vocab_size:
+        if isinstance(codec, ProcessorCodec):  # FAST tokens as added rows (model.fast_tokens=added)
+            adapter.resize_vocab(codec.vocab_size)
+        else:
+            raise BackboneError(f"'{path}' has a text vocabulary of {adapter.vocab_size} tokens, expected at "
+                                f"least {codec.vocab_size} (the world's words, location tokens and FAST action "
+                                "tokens)")  # fmt: skip
+    if not isinstance(codec, ProcessorCodec) and adapter.image_size != image_size:
+        raise BackboneError(f"'{path}' expects {adapter.image_size}x{adapter.image_size} images, but "
+                            f"world.image_size is {image_size}")  # fmt: skip
+    return model, adapter

@@ -25,7 +25,13 @@ class ModelConfig:
     """The VLA: backbone (VLM) + action expert + FAST action tokens."""
 
     size: str = "tiny"  # micro | tiny | small (see SIZE_PRESETS)
-    pretrained_path: str | None = None  # a local save_pretrained PaliGemma folder; None = build from `size`
+    # a local save_pretrained folder (PaliGemma or Idefics3/SmolVLM, with its tokenizer and processor, or a bare
+    # PaliGemma model for kinsul's world tokenizer); None = the shipped/cached VLM of `size`
+    pretrained_path: str | None = None
+    family: str = "paligemma"  # the architecture built from `size` when no folder is given: paligemma | idefics3
+    # where FAST tokens live in a processor's vocabulary: "last" (its last ids, as pi0-FAST does with PaliGemma)
+    # or "added" (new rows appended to the embeddings)
+    fast_tokens: str = "last"
     fast_vocab_size: int = 256  # BPE vocabulary of FAST action tokens (reserved ids in the text vocabulary)
     fast_scale: float = 10.0  # DCT coefficients are multiplied by this before rounding
     flow_steps: int = 10  # Euler steps of the flow-matching sampler
@@ -51,6 +57,8 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check_choice("size", self.size, SIZE_PRESETS)
+        check_choice("family", self.family, ("paligemma", "idefics3"))
+        check_choice("fast_tokens", self.fast_tokens, ("last", "added"))
         check_range("fast_vocab_size", self.fast_vocab_size, 16, 65_536)
         check_range("fast_scale", self.fast_scale, 0.1, 1000)
         check_range("flow_steps", self.flow_steps, 1, 1000)

@@ -1,7 +1,8 @@
 """Every attention mask of the VLA, built in one place.
 
 The joint sequence is [prefix | suffix tokens | expert tokens]:
-- prefix (image + instruction) attends bidirectionally to valid prefix tokens only;
+- prefix (image + instruction) attends bidirectionally to valid prefix tokens only (causally for a family
+  trained that way);
 - suffix tokens (FAST action tokens, or a VLM answer) attend to the prefix and causally to each other;
 - expert tokens attend to the prefix and to each other, never to the suffix tokens (at inference they do
   not exist);
@@ -14,8 +15,10 @@ from __future__ import annotations
 import torch
 
 
-def joint_mask(prefix_valid: torch.Tensor, suffix_valid: torch.Tensor | None, n_expert: int) -> torch.Tensor:
-    """(B, T, T) bool, True where a query row may attend to a key column; T = P + S + E."""
+def joint_mask(prefix_valid: torch.Tensor, suffix_valid: torch.Tensor | None, n_expert: int,
+               causal_prefix: bool = False) -> torch.Tensor:  # fmt: skip
+    """(B, T, T) bool, True where a query row may attend to a key column; T = P + S + E. ``causal_prefix``: the
+    prefix attends causally within itself (a backbone trained without a prefix-LM mask, e.g. Idefics3)."""
     B, P = prefix_valid.shape
     S = 0 if suffix_valid is None else suffix_valid.shape[1]
     E = n_expert
@@ -24,6 +27,8 @@ def joint_mask(prefix_valid: torch.Tensor, suffix_valid: torch.Tensor | None, n_
     mask = torch.zeros(B, T, T, dtype=torch.bool, device=dev)
     pcol = prefix_valid[:, None, :]  # (B, 1, P)
     mask[:, :P, :P] = pcol & prefix_valid[:, :, None]
+    if causal_prefix:
+        mask[:, :P, :P] &= torch.tril(torch.ones(P, P, dtype=torch.bool, device=dev))
     if S:
         causal = torch.tril(torch.ones(S, S, dtype=torch.bool, device=dev))
         rows = suffix_valid[:, :, None]

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kinsul.backbones.base import BackboneAdapter
 from kinsul.data.batch import Observation
 from kinsul.models.expert import ActionExpert
 from kinsul.models.flow import euler_sample
@@ -28,14 +29,19 @@ class VLAOutput:
     # (B, P + S, d) the backbone's last hidden states (before the final norm)
     hidden: torch.Tensor | None = None
     n_prefix: int = 0  # P: image + text tokens at the front of ``hidden``
+    # (B, V): the prefix's last token predicting suffix token 0, for codecs whose suffix has no leading context
+    # token (n_context = 0: a processor's layout); None for the world codec, whose <sep> is context
+    first_logits: torch.Tensor | None = None
 
 
 class VLA(nn.Module):
-    def __init__(self, backbone: nn.Module, expert: ActionExpert | None, tokenizer: TextTokenizer):
+    def __init__(self, backbone: nn.Module, expert: ActionExpert | None, tokenizer: TextTokenizer,
+                 adapter: BackboneAdapter):  # fmt: skip
         super().__init__()
-        self.backbone = backbone
+        self.backbone = backbone  # the family's transformers model, with its own parameter names
         self.expert = expert
-        self.tokenizer = tokenizer
+        self.tokenizer = tokenizer  # the codec: kinsul's world tokenizer or the checkpoint's own processor
+        self.adapter = adapter  # a plain object: the family's view of ``backbone``
         self.backbone_calls = 0  # prefix encodings at inference; tests check one per chunk
         # Image normalisation, as an image processor's image_mean/std: SigLIP's default maps to [-1, 1].
         self.register_buffer("image_mean", torch.full((1, 3, 1, 1), 0.5), persistent=False)
@@ -50,29 +56,40 @@ class VLA(nn.Module):
     # -- building blocks -----------------------------------------------------------------------------
     @property
     def lm(self) -> nn.Module:
-        return self.backbone.model.language_model
+        return self.adapter.lm
 
     def vision_parameters(self) -> list[nn.Parameter]:
-        """The vision tower's and the projector's parameters: everything that makes image tokens."""
-        m = self.backbone.model
-        return [*m.vision_tower.parameters(), *m.multi_modal_projector.parameters()]
+        """The vision tower's and the connector's parameters: everything that makes image tokens."""
+        parts = self.adapter.parts()
+        return [*parts["vision_tower"], *parts["connector"]]
+
+    def pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, 3) uint8 RGB -> (B, 3, S, S) normalised as the image processor does, resized to the vision
+        tower's side S where the data's differs (bicubic, antialiased: PIL's resampling, up to rounding)."""
+        x = images.permute(0, 3, 1, 2).float() / 255.0
+        size = self.adapter.image_size
+        if x.shape[-1] != size or x.shape[-2] != size:
+            x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+        return (x - self.image_mean) / self.image_std
 
     def image_tokens(self, images: torch.Tensor) -> torch.Tensor:
         """(B, H, W, 3) uint8 RGB -> (B, N_patches, d) image tokens in the decoder's embedding space."""
-        pixels = (images.permute(0, 3, 1, 2).float() / 255.0 - self.image_mean) / self.image_std
-        return self.backbone.model.get_image_features(pixel_values=pixels).pooler_output
+        return self.adapter.image_tokens(self.pixels(images))
 
     def embed_prefix(self, obs: Observation) -> tuple[torch.Tensor, torch.Tensor]:
-        """[image tokens | text tokens] embeddings (B, P, d) and their validity (B, P)."""
-        image = self.image_tokens(obs.images)
-        text = self.lm.embed_tokens(obs.text_ids).to(image.dtype)
-        valid = torch.cat(
-            [torch.ones(image.shape[:2], dtype=torch.bool, device=image.device), obs.text_mask], 1
-        )
-        return torch.cat([image, text], dim=1), valid
+        """The prefix embeddings (B, P, d) in the family's layout and their validity (B, P)."""
+        return self.adapter.embed_prefix(self.pixels(obs.images), obs.text_ids, obs.text_mask)
+
+    def mask(self, prefix_valid, suffix_valid, n_expert: int) -> torch.Tensor:
+        return joint_mask(prefix_valid, suffix_valid, n_expert, causal_prefix=self.adapter.causal_prefix)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.backbone.lm_head(self.lm.norm(hidden))
+        return self.adapter.logits(hidden)
+
+    def last_prefix_hidden(self, hidden: torch.Tensor, prefix_valid: torch.Tensor) -> torch.Tensor:
+        """(B, d): each row's last valid prefix token (prefixes are right-padded)."""
+        last = prefix_valid.long().cumsum(1).argmax(1)
+        return hidden[torch.arange(len(hidden), device=hidden.device), last]
 
     # -- training: one joint pass --------------------------------------------------------------------
     def forward(
@@ -91,7 +108,7 @@ class VLA(nn.Module):
         if use_expert and self.expert is None:
             raise ValueError("this VLA has no action expert (a pi0-FAST model): it cannot predict velocities")
         n_e = self.expert.n_tokens if use_expert else 0
-        mask = joint_mask(pv, suffix_mask, n_e)
+        mask = self.mask(pv, suffix_mask, n_e)
         pos_p, pos_s, pos_e = positions(pv, suffix_mask, n_e)
         pos_b = pos_p if pos_s is None else torch.cat([pos_p, pos_s], 1)
         rope_b = self.lm.rotary_emb(xb, pos_b)
@@ -101,17 +118,23 @@ class VLA(nn.Module):
             rope_e = self.expert.rotary(xe, pos_e)
         hb, he = joint_forward(self.lm.layers, self.expert.layers if use_expert else None, xb, xe, rope_b, rope_e,
                                mask, kv_view, n_prefix=xp.shape[1])  # fmt: skip
-        logits = None if suffix_ids is None else self.logits(hb[:, xp.shape[1] :])
-        return VLAOutput(logits, self.expert.head(he) if use_expert else None, hb, xp.shape[1])
+        P = xp.shape[1]
+        logits = first = None
+        if suffix_ids is not None:
+            logits = self.logits(hb[:, P:])
+            if self.tokenizer.n_context == 0:
+                first = self.logits(self.last_prefix_hidden(hb[:, :P], pv))
+        return VLAOutput(logits, self.expert.head(he) if use_expert else None, hb, P, first)
 
     # -- inference: the backbone once per chunk ------------------------------------------------------
     def encode_prefix(self, obs: Observation) -> tuple[KVCache, torch.Tensor]:
         self.backbone_calls += 1
         xp, pv = self.embed_prefix(obs)
         pos_p, _, _ = positions(pv, None, 0)
-        _, cache = backbone_forward(
-            self.lm.layers, xp, self.lm.rotary_emb(xp, pos_p), joint_mask(pv, None, 0)
+        h, cache = backbone_forward(
+            self.lm.layers, xp, self.lm.rotary_emb(xp, pos_p), self.mask(pv, None, 0)
         )
+        self._last_prefix = h, pv  # generate_fast's first token, for a codec without a leading <sep>
         return cache, pv
 
     def sample_actions(
@@ -123,7 +146,7 @@ class VLA(nn.Module):
             raise ValueError("this VLA has no action expert: decode actions with generate_fast")
         cache, pv = self.encode_prefix(obs)
         P = pv.shape[1]
-        mask = joint_mask(pv, None, ex.n_tokens)[:, P:, :]
+        mask = self.mask(pv, None, ex.n_tokens)[:, P:, :]
         _, _, pos_e = positions(pv, None, ex.n_tokens)
         if noise is None:
             noise = torch.randn(len(obs), ex.horizon, ex.action_dim, device=pv.device)
@@ -147,19 +170,26 @@ class VLA(nn.Module):
         cache, pv = self.encode_prefix(obs)
         B = len(obs)
         allowed = torch.full((tok.vocab_size,), float("-inf"), device=pv.device)
-        allowed[tok.action_offset :] = 0.0
+        allowed[tok.action_offset : tok.action_offset + tok.n_action_tokens] = 0.0
         allowed[tok.eos_id] = 0.0
-        current = torch.full((B, 1), tok.sep_id, dtype=torch.long, device=pv.device)
         n_prefix = pv.sum(1, keepdim=True)
         valid = pv
         out = torch.empty(B, 0, dtype=torch.long, device=pv.device)
         done = torch.zeros(B, dtype=torch.bool, device=pv.device)
+        if tok.n_context:  # the world codec: <sep> opens the suffix
+            current, fed = torch.full((B, 1), tok.sep_id, dtype=torch.long, device=pv.device), 0
+        else:  # a processor's layout: the prefix's last token predicts the first FAST token
+            h, _ = self._last_prefix
+            current, fed = None, -1
+            logits = self.logits(self.last_prefix_hidden(h, pv))
         for step in range(max_len):
-            x = self.lm.embed_tokens(current)
-            valid = torch.cat([valid, torch.ones(B, 1, dtype=torch.bool, device=pv.device)], 1)
-            rope = self.lm.rotary_emb(x, n_prefix + 1 + step)
-            h, cache = backbone_forward(self.lm.layers, x, rope, valid[:, None, :], cache)
-            nxt = (self.logits(h[:, -1]) + allowed).argmax(-1)
+            if current is not None:
+                x = self.lm.embed_tokens(current)
+                valid = torch.cat([valid, torch.ones(B, 1, dtype=torch.bool, device=pv.device)], 1)
+                rope = self.lm.rotary_emb(x, n_prefix + 1 + step + fed)
+                h, cache = backbone_forward(self.lm.layers, x, rope, valid[:, None, :], cache)
+                logits = self.logits(h[:, -1])
+            nxt = (logits + allowed).argmax(-1)
             nxt = torch.where(done, torch.full_like(nxt, tok.eos_id), nxt)
             out = torch.cat([out, nxt[:, None]], 1)
             done |= nxt == tok.eos_id
@@ -173,11 +203,19 @@ class VLA(nn.Module):
         return result
 
 
-def token_loss(logits: torch.Tensor, suffix_ids: torch.Tensor, suffix_mask: torch.Tensor) -> torch.Tensor:
-    """Next-token cross-entropy on the suffix: logits at j predict token j + 1 (the first is <sep>)."""
-    target = suffix_ids[:, 1:]
-    valid = suffix_mask[:, 1:]
-    return F.cross_entropy(logits[:, :-1][valid].float(), target[valid])
+def target_logits(logits: torch.Tensor, first_logits: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, S - n_context, V): the logits predicting each target token of the suffix. Without ``first_logits``
+    the suffix opens with one context token (<sep>) and position j predicts token j + 1; with them the prefix's
+    last token predicts token 0."""
+    return logits[:, :-1] if first_logits is None else torch.cat([first_logits[:, None], logits[:, :-1]], 1)
+
+
+def token_loss(logits: torch.Tensor, suffix_ids: torch.Tensor, suffix_mask: torch.Tensor,
+               first_logits: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """Next-token cross-entropy on the suffix's target tokens (see ``target_logits``)."""
+    n_context = 1 if first_logits is None else 0
+    target, valid = suffix_ids[:, n_context:], suffix_mask[:, n_context:]
+    return F.cross_entropy(target_logits(logits, first_logits)[valid].float(), target[valid])
 
 
 def flow_loss(velocity: torch.Tensor, target: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:

@@ -26,7 +26,8 @@ from kinsul.models.vla import VLA
 from kinsul.pretraining.question_stream import QuestionStream, answer_buckets, object_cap
 from kinsul.pretraining.vision_stage import SceneStream, VisionStageModule
 from kinsul.runs import pretrained
-from kinsul.runs.assembly import data_spec, make_tokenizer
+from kinsul.runs.assembly import data_spec
+from kinsul.runs.assembly import world_tokenizer as make_tokenizer
 from kinsul.runs.checkpoints import ExceptionCheckpoint, LastCheckpoint, checkpoint_step
 from kinsul.runs.schedule import adamw_warmup_cosine
 from kinsul.tokenizers.text import TextTokenizer

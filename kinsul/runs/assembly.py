@@ -9,6 +9,7 @@ from kinsul.config.schema import KinsulConfig
 from kinsul.data import store
 from kinsul.data.fast_cache import fast_tokenizer
 from kinsul.fields import config_hash
+from kinsul.models.backbone import folder_codec
 from kinsul.models.build import DataSpec, build_vla, check_data_spec
 from kinsul.runs import pretrained
 from kinsul.strategies.base import Strategy
@@ -17,8 +18,16 @@ from kinsul.tokenizers.text import TextTokenizer
 from kinsul.world.env import ACTION_DIM, STATE_DIM
 
 
-def make_tokenizer(cfg: KinsulConfig) -> TextTokenizer:
+def world_tokenizer(cfg: KinsulConfig) -> TextTokenizer:
     return TextTokenizer.for_world(cfg.data.loc_bins, cfg.model.fast_vocab_size)
+
+
+def make_tokenizer(cfg: KinsulConfig):
+    """The codec for the config's backbone: a user folder's own processor (or the world tokenizer for a bare
+    folder whose vocabulary fits it); kinsul's own VLMs use the world tokenizer."""
+    if cfg.model.pretrained_path:
+        return folder_codec(cfg.model.pretrained_path, cfg.model, world_tokenizer(cfg))
+    return world_tokenizer(cfg)
 
 
 def make_fast_tokenizer(cfg: KinsulConfig) -> FastTokenizer:
@@ -44,7 +53,7 @@ def dataset_spec(cfg: KinsulConfig) -> DataSpec:
 def prepare(cfg: KinsulConfig, strategy: Strategy, progress: bool = True):
     """Data, tokenizers and the VLA for a run, starting from the pretrained VLM."""
     store.generate(cfg, "robot", progress=progress)
-    if strategy.vlm_ratio > 0:
+    if strategy.vlm_ratio > 0 and not cfg.data.vqa_path:
         store.generate(cfg, "vlm", progress=progress)
     tok, fast = make_tokenizer(cfg), make_fast_tokenizer(cfg)
     model_cfg = dataclasses.replace(cfg.model, pretrained_path=str(pretrained.resolve(cfg)))

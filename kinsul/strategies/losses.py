@@ -86,7 +86,8 @@ class FastTokens:
 
     def __call__(self, ctx: LossContext) -> torch.Tensor:
         r = ctx.batch.robot
-        return token_loss(ctx.robot_pass().out.suffix_logits, r.fast_ids, r.fast_mask)
+        out = ctx.robot_pass().out
+        return token_loss(out.suffix_logits, r.fast_ids, r.fast_mask, out.first_logits)
 
 
 class VLMAnswers:
@@ -98,9 +99,8 @@ class VLMAnswers:
             raise ValueError(
                 "the 'vlm' loss term needs VLM samples in the batch: set the strategy's vlm_ratio > 0"
             )
-        return token_loss(
-            ctx.vla(v.obs, v.suffix_ids, v.suffix_mask).suffix_logits, v.suffix_ids, v.suffix_mask
-        )
+        out = ctx.vla(v.obs, v.suffix_ids, v.suffix_mask)
+        return token_loss(out.suffix_logits, v.suffix_ids, v.suffix_mask, out.first_logits)
 
 
 def available() -> dict[str, EntryPoint]:

@@ -26,6 +26,12 @@ class Encoded:
 
 
 class TextTokenizer:
+    """The world codec (see ``kinsul.backbones.codecs``): ``<bos>`` + words as the prompt, ``<sep>`` + answer +
+    ``<eos>`` as the suffix, ``<sep>`` being context, not a target."""
+
+    n_context = 1
+    image_mean = image_std = None  # the model config's pixel normalisation applies
+
     def __init__(self, words: list[str], n_action_tokens: int):
         self.words = list(words)
         self.n_action_tokens = n_action_tokens
@@ -81,6 +87,15 @@ class TextTokenizer:
             s = s[:length]
             ids[b, : len(s)] = torch.tensor(s, dtype=torch.long)
         return Encoded(ids, ids != self.pad_id)
+
+    def prompt_ids(self, text: str, max_len: int) -> list[int]:
+        return [self.bos_id, *self.encode(text)][:max_len]
+
+    def answer_ids(self, answer: str) -> list[int]:
+        return [self.sep_id, *self.encode(answer), self.eos_id]
+
+    def fast_suffix(self, fast_ids: list[int], max_len: int) -> list[int]:
+        return [self.sep_id, *self.action_ids(fast_ids)[:max_len], self.eos_id]
 
     def action_ids(self, fast_ids: list[int]) -> list[int]:
         return [self.action_offset + i for i in fast_ids]

@@ -11,6 +11,7 @@ from kinsul.data import store
 from kinsul.data.batch import TrainBatch
 from kinsul.data.streams import StepStream, step_generator
 from kinsul.data.tensors import FixedBatches, RobotTensors, VLMTensors, even_subset, grouped_batch
+from kinsul.data.vqa import vqa_splits
 from kinsul.fields import ConfigError
 from kinsul.strategies.base import Strategy
 from kinsul.tokenizers.fast import FastTokenizer
@@ -88,7 +89,7 @@ class KinsulDataModule(L.LightningDataModule):
         self.robot_val = RobotTensors.from_dataset(val, self.tok, self.fast, m.max_text_len, m.max_fast_len)
         vlm = None
         if self.strategy.vlm_ratio > 0:
-            vlm = VLMTensors.from_dataset(store.load(cfg, "vlm")["train"], self.tok, m.max_text_len)
+            vlm = VLMTensors.from_dataset(vqa_splits(cfg)["train"], self.tok, m.max_text_len)
         self.train_batches = MixedBatches(self.robot_train, vlm, cfg.trainer.batch_size, self.strategy.vlm_ratio,
                                           cfg.seed, self.tok.pad_id, length_groups(cfg, self.strategy))  # fmt: skip
         self.train_batches.start_step = self.start_step
