@@ -186,6 +186,18 @@ def cmd_bench(ns: argparse.Namespace) -> None:
         print(f"{name}: {result['value']} {result.get('unit', '')}  (goal {result.get('goal', '-')}) {ok}")
 
 
+def cmd_example_vlm(ns: argparse.Namespace) -> None:
+    from kinsul.backbones.examples import write_example
+
+    info = write_example(ns.dest, ns.family, pretrain_steps=ns.pretrain_steps)
+    print(f"checkpoint folder (transformers files only): {info['model']}\nVQA datasets folder: {info['vqa']}")
+    if "transformers_accuracy" in info:
+        print(f"probe accuracy measured by transformers (generate + the processor's decoding): "
+              f"{info['transformers_accuracy']:.3f}")  # fmt: skip
+    print(f"train on it: kinsul train micro strategy.name=ki model.pretrained_path={info['model']} "
+          f"data.vqa_path={info['vqa']} data.vqa_type=qtype")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kinsul", description=__doc__)
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -253,6 +265,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("ui", cmd_ui, "start the MLflow UI on the tracking store, bound to 127.0.0.1")
     p.add_argument("--port", type=int, default=5000)
     overrides(p)
+
+    p = verb(
+        "example-vlm",
+        cmd_example_vlm,
+        "write a small PaliGemma or Idefics3 (SmolVLM) checkpoint with its "
+        "tokenizer and processor, and a VQA folder, by plain transformers: a bring-your-own-VLM example",
+    )
+    p.add_argument("family", choices=["paligemma", "idefics3"])
+    p.add_argument("dest", help="a new folder: DEST/model and DEST/vqa")
+    p.add_argument(
+        "--pretrain-steps",
+        type=int,
+        default=0,
+        help="pretrain the VLM on the VQA data with transformers' own loss first (0: random init)",
+    )
 
     p = verb("bench", cmd_bench, "run benchmarks and record them in docs/benchmarks.{json,md}")
     p.add_argument("names", nargs="*", default=["all"], help="benchmark names, or 'all' (all but main_job)")

@@ -10,9 +10,9 @@ import kinsul
 ROOT = Path(kinsul.__file__).parent
 # fmt: off
 ALLOWED = {
-    "cli": {"bench", "config", "data", "evaluation", "fields", "models", "pretraining", "runs", "strategies",
+    "cli": {"backbones", "bench", "config", "data", "evaluation", "fields", "models", "pretraining", "runs", "strategies",
             "sweeps", "tracking", "training", "world", "tokenizers"},
-    "bench": {"config", "data", "evaluation", "fields", "models", "runs", "strategies", "tokenizers", "tracking",
+    "bench": {"backbones", "config", "data", "evaluation", "fields", "models", "runs", "strategies", "tokenizers", "tracking",
               "training", "world"},
     "sweeps": {"config", "evaluation", "fields", "runs", "strategies", "tracking", "training"},
     "training": {"config", "data", "evaluation", "fields", "models", "runs", "strategies", "tokenizers",
@@ -24,7 +24,9 @@ ALLOWED = {
     # the root schema composes the components' own sections; no component imports it back
     "config": {"data", "fields", "models", "strategies", "world"},
     "strategies": {"data", "fields", "models"},
-    "models": {"data", "fields", "tokenizers"},
+    "models": {"backbones", "data", "fields", "tokenizers"},
+    # one adapter per VLM family and the codecs that feed them; the world tokenizer is one codec
+    "backbones": {"fields", "tokenizers"},
     "data": {"fields", "tokenizers", "world"},
     "tokenizers": {"fields", "world"},
     "world": {"fields"},

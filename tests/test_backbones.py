@@ -70,7 +70,9 @@ def test_answer_logits_equal_transformers_own_forward(folder):
     vla, codec = load(folder["model"], with_expert=False)
     rows = load_from_disk(folder["vqa"])["train"].select(range(3))
     for row in rows:
-        enc = ex.hf_inputs(codec.processor, folder["family"], [row["image"]], [row["question"]], [row["answer"]])
+        enc = ex.hf_inputs(
+            codec.processor, folder["family"], [row["image"]], [row["question"]], [row["answer"]]
+        )
         obs = observation(codec, [row["image"]], [row["question"]])
         suffix = torch.tensor([codec.answer_ids(row["answer"])])
         with torch.no_grad():
@@ -118,7 +120,9 @@ def test_fast_tokens_as_added_rows_grow_the_vocabulary(folder):
 
 def test_a_bare_folder_falls_back_to_the_world_tokenizer_or_says_what_to_set(tmp_path):
     # a model saved without a tokenizer, its text vocabulary (300) too small for the world's words + 256 FAST ids
-    FAMILIES["paligemma"].build(ex.DIMS["paligemma"], 300, 64, WORLD.image_id).save_pretrained(tmp_path / "pg")
+    FAMILIES["paligemma"].build(ex.DIMS["paligemma"], 300, 64, WORLD.image_id).save_pretrained(
+        tmp_path / "pg"
+    )
     with pytest.raises(BackboneError, match=r"set model.fast_vocab_size <= \d+") as err:
         load(tmp_path / "pg")
     assert "\n" not in str(err.value)
@@ -138,3 +142,52 @@ def test_an_unknown_family_is_named(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "llava"}')
     with pytest.raises(BackboneError, match="'llava' model; kinsul has adapters for"):
         load(tmp_path)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_the_probe_of_an_externally_pretrained_vlm_equals_transformers_own_accuracy(family, tmp_path):
+    """The figure that proves the mapping: a VLM pretrained by transformers alone (its forward, its loss, its
+    processor's labels) is probed by kinsul before any training, and kinsul's accuracy is transformers' own
+    (generate, greedy, the processor's decoding), sample by sample."""
+    from kinsul.config import load_config
+    from kinsul.data.tensors import VLMTensors
+    from kinsul.data.vqa import vqa_splits
+    from kinsul.evaluation.probe import ProbeBatches, exact_match, probe_accuracy
+
+    info = ex.write_example(tmp_path, family, pretrain_steps=120)
+    reference = ex.transformers_accuracy(info["model"], info["vqa"])
+    cfg = load_config("micro", [f"model.pretrained_path={info['model']}", f"data.vqa_path={info['vqa']}",
+                                f"data.root={tmp_path / 'data'}", "data.vqa_type=qtype"])  # fmt: skip
+    vla, codec = load(info["model"], with_expert=False)
+    probe = VLMTensors.from_dataset(vqa_splits(cfg)["probe"], codec, cfg.model.max_text_len)
+    ours = probe_accuracy(vla, probe)
+    assert 0.0 < reference["accuracy"] < 1.0  # a partly trained VLM: agreement on both kinds of answer
+    assert ours["mean"] == pytest.approx(sum(ours[q] for q in ("colour", "side")) / 2)
+    correct = torch.cat([exact_match(vla, o, s, m) for o, s, m, _ in ProbeBatches(probe, codec.pad_id, 32)])
+    assert correct.tolist() == [a == b for a, b in zip(reference["answers"], probe.answers, strict=True)]
+    assert float(correct.double().mean()) == pytest.approx(reference["accuracy"], abs=1e-12)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_a_user_folder_trains_every_kind_of_strategy_and_is_evaluated_with_retention_on_its_vqa(
+    family, micro_root, tmp_path, capsys
+):
+    """naive, stop_grad, ki (FAST + the folder's VQA co-training) and pi0_fast train 2 steps from a folder of each
+    family, through the CLI a user runs, and `kinsul eval` reports retention on the folder's probe split."""
+    from conftest import micro_train_config
+
+    from kinsul.cli import main
+
+    info = ex.write_example(tmp_path / "ckpt", family)
+    for strategy in ("naive", "stop_grad", "ki", "pi0_fast"):
+        cfg = micro_train_config(micro_root, f"strategy.name={strategy}", f"model.pretrained_path={info['model']}",
+                                 f"data.vqa_path={info['vqa']}", "data.vqa_type=qtype", "trainer.max_steps=2",
+                                 f"trainer.run_name={family}-{strategy}", "eval.episodes=1", "eval.videos=0")  # fmt: skip
+        from kinsul.training.train import train
+
+        run_dir = train(cfg, progress=False)
+        assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+        assert main(["eval", str(run_dir), "eval.episodes=1"]) == 0
+        table = capsys.readouterr().out
+        # the folder's question types, probed before and after training
+        assert "eval/probe_acc_colour" in table and "eval/retention" in table, table

@@ -66,7 +66,9 @@ class ProcessorCodec:
         ids = ids[: ids.index(self.eos_id)] if self.eos_id in ids else ids
         words = [f"<act{i - self.action_offset}>" if i >= self.action_offset else None for i in ids]
         if any(words):
-            return " ".join(w or self.tk.decode([i], skip_special_tokens=True) for w, i in zip(words, ids, strict=True))
+            return " ".join(
+                w or self.tk.decode([i], skip_special_tokens=True) for w, i in zip(words, ids, strict=True)
+            )
         return self.tk.decode(ids, skip_special_tokens=True).strip()
 
     def prompt_ids(self, text: str, max_len: int) -> list[int]:

@@ -73,11 +73,17 @@ def make_model(family: str, processor, image_size: int, seed: int = 0):
     image_id = tok.convert_tokens_to_ids(processor.image_token)
     model = FAMILIES[family].build(DIMS[family], len(tok) + SPARE_ROWS, image_size, image_id)
     cfg = model.config.text_config
-    cfg.pad_token_id, cfg.bos_token_id, cfg.eos_token_id = tok.pad_token_id, tok.bos_token_id, tok.eos_token_id
+    cfg.pad_token_id, cfg.bos_token_id, cfg.eos_token_id = (
+        tok.pad_token_id,
+        tok.bos_token_id,
+        tok.eos_token_id,
+    )
     return model
 
 
-def write_vlm(dest: str | Path, family: str, image_size: int = 64, seed: int = 0, with_tokenizer: bool = True):
+def write_vlm(
+    dest: str | Path, family: str, image_size: int = 64, seed: int = 0, with_tokenizer: bool = True
+):
     """A random-init ``family`` model + its tokenizer and processor, by save_pretrained only."""
     dest = Path(dest)
     processor = make_processor(family, image_size)
@@ -114,7 +120,9 @@ def write_vqa(dest: str | Path, n_train: int = 512, n_test: int = 96, image_size
             img, colour, side = scene(rng, image_size)
             qtype = ("colour", "side")[i % 2]
             out["image"].append(Image.fromarray(img))
-            out["question"].append("what colour is the shape" if qtype == "colour" else "which side is the shape on")
+            out["question"].append(
+                "what colour is the shape" if qtype == "colour" else "which side is the shape on"
+            )
             out["answer"].append(colour if qtype == "colour" else side)
             out["qtype"].append(qtype)
         return out

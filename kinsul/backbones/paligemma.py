@@ -55,7 +55,9 @@ class PaliGemmaAdapter(BackboneAdapter):
     @staticmethod
     def build(dims: dict[str, int], vocab_size: int, image_size: int, image_token_id: int, **_):
         if image_size % dims["patch"]:
-            raise BackboneError(f"image size {image_size} is not a multiple of the patch size {dims['patch']}")
+            raise BackboneError(
+                f"image size {image_size} is not a multiple of the patch size {dims['patch']}"
+            )
         vision = SiglipVisionConfig(
             hidden_size=dims["v_hidden"], intermediate_size=dims["v_mlp"], num_hidden_layers=dims["v_layers"],
             num_attention_heads=dims["v_heads"], image_size=image_size, patch_size=dims["patch"],
@@ -71,4 +73,3 @@ class PaliGemmaAdapter(BackboneAdapter):
         model = PaliGemmaForConditionalGeneration(config)
         model.config.text_config._attn_implementation = "sdpa"
         return model
-

@@ -24,7 +24,9 @@ def _open(path: Path) -> DatasetDict:
             return ds if isinstance(ds, DatasetDict) else DatasetDict({"train": ds})
         files = sorted(path.rglob("*.parquet"))
         if not files:
-            raise DatasetError(f"data.vqa_path '{path}' holds neither a saved `datasets` folder nor parquet files")
+            raise DatasetError(
+                f"data.vqa_path '{path}' holds neither a saved `datasets` folder nor parquet files"
+            )
         # one split per parquet file stem's leading word ("train-00000.parquet" -> train)
         splits: dict[str, list[str]] = {}
         for f in files:

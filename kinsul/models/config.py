@@ -28,7 +28,9 @@ class ModelConfig:
     # a local save_pretrained folder (PaliGemma or Idefics3/SmolVLM, with its tokenizer and processor, or a bare
     # PaliGemma model for kinsul's world tokenizer); None = the shipped/cached VLM of `size`
     pretrained_path: str | None = None
-    family: str = "paligemma"  # the architecture built from `size` when no folder is given: paligemma | idefics3
+    family: str = (
+        "paligemma"  # the architecture built from `size` when no folder is given: paligemma | idefics3
+    )
     # where FAST tokens live in a processor's vocabulary: "last" (its last ids, as pi0-FAST does with PaliGemma)
     # or "added" (new rows appended to the embeddings)
     fast_tokens: str = "last"

@@ -131,9 +131,7 @@ class VLA(nn.Module):
         self.backbone_calls += 1
         xp, pv = self.embed_prefix(obs)
         pos_p, _, _ = positions(pv, None, 0)
-        h, cache = backbone_forward(
-            self.lm.layers, xp, self.lm.rotary_emb(xp, pos_p), self.mask(pv, None, 0)
-        )
+        h, cache = backbone_forward(self.lm.layers, xp, self.lm.rotary_emb(xp, pos_p), self.mask(pv, None, 0))
         self._last_prefix = h, pv  # generate_fast's first token, for a codec without a leading <sep>
         return cache, pv
 
