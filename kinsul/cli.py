@@ -325,18 +325,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     quiet_libraries()
     ns = parse(argv)
+    from kinsul.runs.signals import RunInterrupted
+
     try:
         ns.fn(ns)
+    except RunInterrupted as e:
+        again = {"train": f"kinsul train {' '.join(getattr(ns, 'overrides', []))} --resume",
+                 "sweep": f"kinsul sweep {getattr(ns, 'preset', '')} {' '.join(getattr(ns, 'overrides', []))} --resume"}  # fmt: skip
+        resume = again.get(ns.verb, "the same command with --resume").replace("  ", " ")
+        print(f"kinsul: interrupted by {e.signal} at step {e.step}; "
+              f"{f'checkpoint {e.checkpoint}' if e.checkpoint else 'no checkpoint yet'}; resume: {resume}",
+              file=sys.stderr)  # fmt: skip
+        return e.exit_code
     except ConfigError as e:
         print(f"kinsul: configuration error: {e}", file=sys.stderr)
         return 2
     except Exception as e:
+        from kinsul.runs.checkpoints import NON_FINITE, CheckpointSaveError
+
+        if isinstance(e, NON_FINITE):  # a distinct code: the numbers, not the input, went wrong
+            print(f"kinsul: {type(e).__name__}: {e}", file=sys.stderr)
+            return 3
+        if isinstance(e, CheckpointSaveError):
+            print(f"kinsul: {type(e).__name__}: {e}", file=sys.stderr)
+            return 4
         from kinsul.data.batch import BatchShapeError
         from kinsul.data.store import DatasetError
         from kinsul.models.backbone import BackboneError
         from kinsul.models.build import ShapeMismatchError
         from kinsul.runs.checkpoints import CheckpointError
-        from kinsul.runs.pretrained import PretrainedVLMNotFound
+        from kinsul.runs.pretrained import CorruptVLMError, PretrainedVLMNotFound
         from kinsul.strategies.base import StrategyError
 
         if isinstance(
@@ -345,6 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             | BackboneError
             | ShapeMismatchError
             | PretrainedVLMNotFound
+            | CorruptVLMError
             | StrategyError
             | CheckpointError
             | FileExistsError

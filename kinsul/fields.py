@@ -41,7 +41,8 @@ def unknown_name_message(kind: str, name: str, known: Iterable[str]) -> str:
 
 
 def check_range(field: str, value: float, lo: float | None = None, hi: float | None = None) -> None:
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
+    # written so that NaN, which compares false with everything, fails it
+    if not ((lo is None or value >= lo) and (hi is None or value <= hi)):
         lo_s = "-inf" if lo is None else lo
         hi_s = "inf" if hi is None else hi
         raise FieldValueError(field, value, f"a value in [{lo_s}, {hi_s}]")

@@ -91,6 +91,8 @@ class Tracker(Protocol):
 
     def where(self) -> str: ...  # one line for the user: where to look
 
+    def end(self, run_id: str, status: str) -> None: ...  # set a run's final status (KILLED after a signal)
+
 
 class NoTracker:
     """``tracking.enabled=false``: runs train and evaluate exactly the same, and nothing is logged."""
@@ -114,6 +116,9 @@ class NoTracker:
 
     def where(self) -> str:
         return "MLflow: off (tracking.enabled=false)"
+
+    def end(self, run_id: str, status: str) -> None:
+        pass
 
 
 class MLflowTracker:
@@ -165,6 +170,9 @@ class MLflowTracker:
 
     def where(self) -> str:
         return f"MLflow: {self.cfg.uri}, experiment '{self.cfg.experiment}'; browse with `kinsul ui`"
+
+    def end(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status=status)
 
 
 def tracker(cfg: TrackingConfig) -> Tracker:

@@ -129,6 +129,64 @@ def cases(root: Path) -> list[tuple[str, list[str]]]:
             ],
         ),  # fmt: skip
         ("unknown benchmark", ["bench", "nosuch"]),
+        # -- where kinsul writes, and what a config may read (issue 30) ------------------------------------
+        ("run name climbing out of runs_dir", ["train", *micro, "trainer.run_name=../../x"]),
+        ("absolute run name", ["train", *micro, f"trainer.run_name={root / 'elsewhere'}"]),
+        ("run name '..'", ["train", *micro, "trainer.run_name=.."]),
+        ("run name with a control character", ["train", *micro, "trainer.run_name=a\tb"]),
+        (
+            "a folder kinsul did not make",
+            ["train", *micro, f"trainer.runs_dir={root}", "trainer.run_name=theirs"],
+        ),
+        ("environment interpolation", ["config", "trainer.run_name=${oc.env:HOME}"]),
+        ("interpolation of a missing key", ["config", "trainer.lr=${nosuch.key}"]),
+        ("--resume with no checkpoint", ["train", *micro, "trainer.run_name=never-ran", "--resume"]),
+        # -- values checked at load time, NaN included ------------------------------------------------------
+        ("NaN learning rate", ["config", "trainer.lr=nan"]),
+        ("negative weight decay", ["config", "trainer.weight_decay=-5"]),
+        ("NaN gradient clip", ["config", "trainer.grad_clip=nan"]),
+        ("unknown accelerator", ["config", "trainer.accelerator=tpu"]),
+        ("negative seed", ["config", "seed=-1"]),
+        ("NaN image std", ["config", "model.image_std=[nan,1,1]"]),
+        ("unknown FAST placement", ["config", "model.fast_tokens=middle"]),
+        ("unknown backbone family", ["config", "model.family=llava"]),
+        # -- corrupted weights ------------------------------------------------------------------------------
+        (
+            "VLM weights with flipped bytes",
+            [
+                "train",
+                "micro",
+                f"data.root={root / 'flipped'}",
+                f"trainer.runs_dir={root / 'runs'}",
+                "trainer.run_name=flipped",
+                f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
+            ],
+        ),
+        # -- bring your own VLM and VQA data (issue 25) -----------------------------------------------------
+        ("VLM folder that does not exist", ["train", *micro, f"model.pretrained_path={root / 'nowhere'}"]),
+        ("VLM folder of an unknown family", ["train", *micro, f"model.pretrained_path={root / 'llava'}"]),
+        (
+            "bare VLM folder too small for the world tokenizer",
+            ["train", *micro, f"model.pretrained_path={root / 'bare'}"],
+        ),
+        (
+            "VQA folder that does not exist",
+            ["train", *micro, "strategy.name=ki", f"data.vqa_path={root / 'novqa'}"],
+        ),
+        (
+            "VQA folder without the question column",
+            ["train", *micro, "strategy.name=ki", f"data.vqa_path={root / 'vqa'}", "data.vqa_question=q"],
+        ),
+        (
+            "VQA folder without the probe split",
+            [
+                "train",
+                *micro,
+                "strategy.name=ki",
+                f"data.vqa_path={root / 'vqa'}",
+                "data.vqa_probe_split=heldout",
+            ],
+        ),
         ("UI on a port in use", ["ui", f"tracking.uri=sqlite:///{root / 'mlflow.db'}", "--port", "{held}"]),
     ]
 
@@ -148,6 +206,20 @@ def prepare(root: Path) -> None:
     shutil.copy(root / "runs" / "good" / "config.yaml", root / "corrupt" / "config.yaml")
     (root / "empty-run").mkdir()
     shutil.copy(root / "runs" / "good" / "config.yaml", root / "empty-run" / "config.yaml")
+    (root / "theirs").mkdir()
+    (root / "theirs" / "config.yaml").write_text("# a user's own file\n")
+    shutil.copytree(root / "data", root / "flipped")
+    weights = next((root / "flipped").rglob("model.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-64:-60] = b"\xff\xfe\xfd\xfc"
+    weights.write_bytes(bytes(data))
+    (root / "llava").mkdir()
+    (root / "llava" / "config.json").write_text('{"model_type": "llava"}')
+    from kinsul.backbones import FAMILIES
+    from kinsul.backbones.examples import DIMS, write_vqa
+
+    FAMILIES["paligemma"].build(DIMS["paligemma"], 300, 64, 5).save_pretrained(root / "bare")
+    write_vqa(root / "vqa", n_train=16, n_test=8)
     shutil.copytree(root / "data", root / "truncated")
     arrow = max((root / "truncated").rglob("*.arrow"), key=lambda p: p.stat().st_size)
     arrow.write_bytes(arrow.read_bytes()[: arrow.stat().st_size // 3])

@@ -142,13 +142,40 @@ def load_config(
         layers.append(_parse_overrides(overrides))
     for layer in layers:
         check_keys(layer, schema)
+        check_interpolations(layer)
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), *layers)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "?"
         expected = _expected_type(schema, key) or str(getattr(e, "msg", e)).splitlines()[0]
         raise ConfigError(key, f"got {_lookup(layers, key)!r}, expected {expected}") from None
-    return build(schema, OmegaConf.to_container(merged, resolve=True))
+    try:
+        data = OmegaConf.to_container(merged, resolve=True)
+    except OmegaConfBaseException as e:  # ${nosuch.key}: one line naming the key that refers to it
+        key = getattr(e, "full_key", None) or "?"
+        raise ConfigError(
+            key, f"cannot resolve its interpolation: {str(getattr(e, 'msg', e)).splitlines()[0]}"
+        ) from None
+    return build(schema, data)
+
+
+ENV_INTERPOLATION = ("oc.env", "env:", "oc.decode")
+
+
+def check_interpolations(layer: Any, path: str = "") -> None:
+    """A config never reads the environment: ``${oc.env:...}`` in a preset or an override is refused, so a
+    shared preset cannot pull a machine's secrets into a run's logged parameters. References to other keys
+    (``${trainer.lr}``) stay allowed."""
+    if isinstance(layer, DictConfig):
+        layer = OmegaConf.to_container(layer, resolve=False)
+    if not isinstance(layer, dict):
+        return
+    for key, value in layer.items():
+        full = f"{path}{key}"
+        if isinstance(value, str) and any(f"${{{k}" in value.replace(" ", "") for k in ENV_INTERPOLATION):
+            raise ConfigError(full, f"got {value!r}: environment interpolation is off in kinsul configs; write "
+                              "the value itself")  # fmt: skip
+        check_interpolations(value, f"{full}.")
 
 
 def to_yaml(cfg: Any) -> str:

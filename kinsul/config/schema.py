@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from kinsul.config.sections import EvalConfig, PretrainConfig, TrackingConfig, TrainerConfig
 from kinsul.data.config import DataConfig
-from kinsul.fields import FieldValueError
+from kinsul.fields import FieldValueError, check_range
 from kinsul.models.config import ModelConfig
 from kinsul.strategies.config import StrategyConfig
 from kinsul.world.concepts import ConceptConfig
@@ -29,6 +29,7 @@ class KinsulConfig:
     def __post_init__(self) -> None:
         from kinsul.strategies import create  # the strategy and its options, checked when the config loads
 
+        check_range("seed", self.seed, 0, 2**32 - 1)  # torch and numpy seeds are unsigned
         strategy = create(self.strategy.name, self.strategy.options)
         for term in self.strategy.loss_weights:
             if term not in strategy.loss_weights:

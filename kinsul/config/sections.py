@@ -3,6 +3,7 @@ the settings of the jobs that assemble components, not of any one component."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,7 +96,8 @@ class TrainerConfig:
     devices: int = 1  # devices per node
     distributed: str = "auto"  # Lightning strategy: auto | ddp | fsdp
     runs_dir: str = "runs"  # run folders live here: runs/<run_name>/
-    run_name: str = ""  # empty: <strategy>-s<seed>-<config hash>
+    # empty: <strategy>-s<seed>-<config hash>; a folder name, never a path
+    run_name: str = ""
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     # speed/steps_to_target: first validation with val/velocity_mse <= this. Calibrated (`kinsul bench
     # calibration`): halfway between an image-free (blind) regressor and the expert's own spread, so reaching it
@@ -126,7 +128,15 @@ class TrainerConfig:
         check_range("threads", self.threads, 0, 1024)
         check_choice("precision", self.precision, ["32-true", "bf16-mixed", "16-mixed", "bf16-true"])
         check_choice("distributed", self.distributed, ["auto", "ddp", "fsdp"])
+        check_choice("accelerator", self.accelerator, ["auto", "cpu", "gpu", "cuda", "mps"])
+        check_range("weight_decay", self.weight_decay, 0.0, 10.0)
+        if self.run_name and (not RUN_NAME.fullmatch(self.run_name) or ".." in self.run_name):
+            raise FieldValueError("run_name", self.run_name, "a folder name under trainer.runs_dir: letters, digits "
+                                  "and . _ - + = , @ (no path separator, no '..', no control character), at most "
+                                  "200 characters")  # fmt: skip
 
+
+RUN_NAME = re.compile(r"\w[\w.+=,@-]{0,199}")
 
 TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 

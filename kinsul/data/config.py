@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from kinsul.fields import FieldValueError, check_range
+from kinsul.fields import FieldValueError, check_choice, check_range
 from kinsul.world.concepts import ConceptConfig
 from kinsul.world.config import WorldConfig
 
@@ -35,6 +35,10 @@ class DataConfig:
     vlm_min_objects: int = 1  # objects per VLM scene, lower bound
     vlm_max_objects: int = 4  # objects per VLM scene, upper bound
     loc_bins: int = 16  # localisation answers: table coordinates discretised into this many bins per axis
+    # The visual domain of the VLM data (pretraining, co-training, the retention probe): "world" (KinsulWorld's
+    # own table scenes) or "foreign" (the same concepts on textured backgrounds, other scales and positions, no
+    # gripper, no table-location questions: a VLM that does not know the robot's world; docs/results.md)
+    vlm_domain: str = "world"
     num_workers: int = 2  # generation processes
     # VQA data of the user's own, replacing the generated VLM questions for co-training and the retention probe:
     # a `datasets` folder (save_to_disk) or a folder of parquet files, with an image, a question and an answer
@@ -53,6 +57,7 @@ class DataConfig:
         check_range("vlm_max_objects", self.vlm_max_objects, self.vlm_min_objects, 6)
         check_range("loc_bins", self.loc_bins, 2, 100)
         check_range("num_workers", self.num_workers, 1, 256)
+        check_choice("vlm_domain", self.vlm_domain, ("world", "foreign"))
         if self.vqa_path == "":
             raise FieldValueError("vqa_path", self.vqa_path, "a folder path or null")
         for name in ("vqa_image", "vqa_question", "vqa_answer", "vqa_train_split", "vqa_probe_split"):

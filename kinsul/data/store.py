@@ -58,6 +58,8 @@ def _vlm_key(cfg: DataSections) -> tuple:
         d.vlm_min_objects,
         d.vlm_max_objects,
         d.loc_bins,
+        # the domain only where it is not the default: the world datasets and VLMs keep their names
+        *(() if d.vlm_domain == "world" else (d.vlm_domain,)),
     )
 
 

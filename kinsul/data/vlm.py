@@ -8,8 +8,9 @@ from datasets import Features, Image, Value
 from kinsul.data.config import DataConfig, DataSections
 from kinsul.data.robot import png_bytes
 from kinsul.world.concepts import COLOURS, SHAPES, ConceptConfig
-from kinsul.world.language import QTYPES, loc_token, unique_relations
-from kinsul.world.render import Renderer
+from kinsul.world.foreign import domain_qtypes, vlm_renderer
+from kinsul.world.language import QTYPES  # noqa: F401  (re-exported: the question types of the world domain)
+from kinsul.world.language import loc_token, unique_relations
 from kinsul.world.scene import Scene, sample_scene
 
 VLM_SPLITS = ("train", "validation", "probe")
@@ -90,18 +91,20 @@ def mentions_heldout(text: str, concepts: ConceptConfig) -> bool:
 
 
 def generate_samples(cfg: DataSections, split: str, indices: range) -> dict[str, list]:
-    """Question types are balanced: sample ``k`` asks type ``k mod 7`` (redrawing unfit scenes)."""
-    renderer = Renderer(cfg.world.image_size)
+    """Question types are balanced: sample ``k`` asks type ``k mod n`` of the domain's n types (redrawing unfit
+    scenes)."""
     d = cfg.data
+    renderer = vlm_renderer(d.vlm_domain, cfg.world.image_size)
+    qtypes = domain_qtypes(d.vlm_domain)
     cols: dict[str, list] = {k: [] for k in vlm_features()}
     for k in indices:
         rng = np.random.default_rng(sample_seed(d.seed, split, k))
-        qtype = QTYPES[k % len(QTYPES)]
+        qtype = qtypes[k % len(qtypes)]
         posed = None
         while posed is None:
             posed = pose_question(rng, qtype, d.vlm_max_objects, d)
         scene, question, answer = posed
-        cols["image"].append({"bytes": png_bytes(renderer.render(scene)), "path": None})
+        cols["image"].append({"bytes": png_bytes(renderer.draw(scene, rng)[0]), "path": None})
         cols["question"].append(question)
         cols["answer"].append(answer)
         cols["qtype"].append(qtype)

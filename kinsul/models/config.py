@@ -73,7 +73,8 @@ class ModelConfig:
         check_range("patch_size", self.patch_size, 0, 512)
         for name in ("image_mean", "image_std"):
             value = getattr(self, name)
-            if len(value) != 3 or (name == "image_std" and min(value) <= 0):
+            finite = all(isinstance(v, int | float) and v == v and abs(v) != float("inf") for v in value)
+            if len(value) != 3 or not finite or (name == "image_std" and not min(value) > 0):
                 raise FieldValueError(name, value, "three numbers (RGB), std > 0")
         if self.pretrained_path == "":
             raise FieldValueError("pretrained_path", self.pretrained_path, "a folder path or null")

@@ -28,7 +28,7 @@ from kinsul.pretraining.vision_stage import SceneStream, VisionStageModule
 from kinsul.runs import pretrained
 from kinsul.runs.assembly import data_spec
 from kinsul.runs.assembly import world_tokenizer as make_tokenizer
-from kinsul.runs.checkpoints import ExceptionCheckpoint, LastCheckpoint, checkpoint_step
+from kinsul.runs.checkpoints import ExceptionCheckpoint, LastCheckpoint, SafeCheckpointIO, checkpoint_step
 from kinsul.runs.schedule import adamw_warmup_cosine
 from kinsul.tokenizers.text import TextTokenizer
 
@@ -170,6 +170,7 @@ def _trainer(cfg: KinsulConfig, ckpt_dir: Path, name: str, steps: int, progress:
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
         gradient_clip_val=1.0,
+        plugins=[SafeCheckpointIO()],
         callbacks=[
             LastCheckpoint(ckpt_dir / f"{name}.ckpt", cfg.pretrain.checkpoint_every),
             ExceptionCheckpoint(dirpath=ckpt_dir, filename=name),
@@ -207,5 +208,6 @@ def save_vlm(
     with atomic_folder(dest, overwrite=True) as tmp:
         vla.backbone.save_pretrained(tmp)
         tok.save(tmp / pretrained.TOKENIZER_FILE)
+        meta["sha256"] = pretrained.weights_digest(tmp)  # verified on every load (pretrained.resolve)
         (tmp / pretrained.META_FILE).write_text(json.dumps(meta, indent=2))
     return dest

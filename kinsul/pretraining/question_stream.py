@@ -16,8 +16,8 @@ from kinsul.data.streams import StepStream, step_generator, step_rng
 from kinsul.data.tensors import VLMTensors, answer_tokens, grouped_batch, prompt_ids
 from kinsul.data.vlm import pose_question
 from kinsul.tokenizers.text import TextTokenizer
+from kinsul.world.foreign import domain_qtypes, vlm_renderer
 from kinsul.world.language import QTYPES
-from kinsul.world.render import Renderer
 
 LENGTH_BUCKET = 8  # answers are grouped by length rounded up to this many tokens
 MAX_DRAWS = 1000  # redraws of one question before the weights and the object cap are declared incompatible
@@ -49,9 +49,10 @@ class QuestionStream(StepStream):
 
     def __init__(self, cfg: KinsulConfig, tok: TextTokenizer):
         self.cfg, self.tok = cfg, tok
-        w = np.array([cfg.pretrain.qtype_weights.get(q, 1.0) for q in QTYPES])
+        asked = domain_qtypes(cfg.data.vlm_domain)
+        w = np.array([cfg.pretrain.qtype_weights.get(q, 1.0) if q in asked else 0.0 for q in QTYPES])
         self.p = w / w.sum()
-        self.renderer = Renderer(cfg.world.image_size)
+        self.renderer = vlm_renderer(cfg.data.vlm_domain, cfg.world.image_size)
         self._group: tuple[int, VLMTensors] | None = None
 
     def questions(self, first: int) -> VLMTensors:
@@ -72,7 +73,7 @@ class QuestionStream(StepStream):
                                  "give weight to a type a one-object scene can pose or start pretrain.curriculum "
                                  "with more objects")  # fmt: skip
             scene, question, answer = posed
-            images.append(self.renderer.render(scene))
+            images.append(self.renderer.draw(scene, rng)[0])
             qs.append(question)
             answers.append(answer)
             qtypes.append(qtype)

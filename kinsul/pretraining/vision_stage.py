@@ -23,8 +23,8 @@ from kinsul.data.streams import StepStream, step_rng
 from kinsul.models.vla import VLA
 from kinsul.runs.schedule import adamw_warmup_cosine
 from kinsul.world.concepts import COLOURS, SHAPES, SIZES
+from kinsul.world.foreign import vlm_renderer
 from kinsul.world.language import loc_bin
-from kinsul.world.render import Renderer
 from kinsul.world.scene import sample_scene
 
 ATTRIBUTES = ("shape", "colour", "size")
@@ -40,7 +40,7 @@ class SceneStream(StepStream):
 
     def __init__(self, cfg: KinsulConfig, patch: int, batch_size: int, seed: int):
         self.cfg, self.patch, self.batch_size, self.seed = cfg, patch, batch_size, seed
-        self.renderer = Renderer(cfg.world.image_size)
+        self.renderer = vlm_renderer(cfg.data.vlm_domain, cfg.world.image_size)
         self.grid = cfg.world.image_size // patch
 
     def batch(self, step: int) -> dict[str, torch.Tensor]:
@@ -52,17 +52,17 @@ class SceneStream(StepStream):
         objectness = np.zeros((B, self.grid * self.grid), np.int64)
         for b in range(B):
             scene = sample_scene(rng, int(rng.integers(d.vlm_min_objects, d.vlm_max_objects + 1)))
-            images[b] = self.renderer.render(scene)
-            for k, o in enumerate(scene.objects):
+            images[b], positions = self.renderer.draw(scene, rng)
+            for k, (o, pos) in enumerate(zip(scene.objects, positions, strict=True)):
                 # the pixel the renderer centres the sprite on decides the patch (and, exactly, the loc bin)
-                cx, cy = (min(int(v * size), size - 1) // self.patch for v in o.pos)
+                cx, cy = (min(max(int(v * size), 0), size - 1) // self.patch for v in pos)
                 token = cy * self.grid + cx
                 labels["token"][b, k] = token
                 labels["shape"][b, k] = SHAPES.index(o.shape)
                 labels["colour"][b, k] = list(COLOURS).index(o.colour)
                 labels["size"][b, k] = list(SIZES).index(o.size)
-                labels["loc_x"][b, k] = loc_bin(o.pos[0], d.loc_bins)
-                labels["loc_y"][b, k] = loc_bin(o.pos[1], d.loc_bins)
+                labels["loc_x"][b, k] = loc_bin(pos[0], d.loc_bins)
+                labels["loc_y"][b, k] = loc_bin(pos[1], d.loc_bins)
                 objectness[b, token] = min(objectness[b, token] + 1, MAX_PER_PATCH)
         out = {k: torch.from_numpy(v) for k, v in labels.items()}
         out["images"] = torch.from_numpy(images)
@@ -73,10 +73,11 @@ class SceneStream(StepStream):
 class ObjectHeads(nn.Module):
     """Linear read-outs from image tokens; training-only (not part of the saved VLM)."""
 
-    def __init__(self, dim: int, loc_bins: int):
+    def __init__(self, dim: int, loc_bins: int, locate: bool = True):
         super().__init__()
-        self.sizes = {"shape": len(SHAPES), "colour": len(COLOURS), "size": len(SIZES),
-                      "loc_x": loc_bins, "loc_y": loc_bins}  # fmt: skip
+        self.sizes = {"shape": len(SHAPES), "colour": len(COLOURS), "size": len(SIZES)}
+        if locate:  # the world recipe: location bins on the table (a foreign VLM learns none)
+            self.sizes |= {"loc_x": loc_bins, "loc_y": loc_bins}
         self.objects = nn.Linear(dim, sum(self.sizes.values()))
         self.objectness = nn.Linear(dim, MAX_PER_PATCH + 1)
 
@@ -101,7 +102,7 @@ class VisionStageModule(L.LightningModule):
     def __init__(self, vla: VLA, cfg: KinsulConfig):
         super().__init__()
         self.vla, self.cfg = vla, cfg
-        self.heads = ObjectHeads(vla.lm.config.hidden_size, cfg.data.loc_bins)
+        self.heads = ObjectHeads(vla.lm.config.hidden_size, cfg.data.loc_bins, cfg.data.vlm_domain == "world")
 
     def training_step(self, batch, _):
         out = self.heads.losses(self.vla.image_tokens(batch["images"]), batch)

@@ -39,7 +39,13 @@ def data_spec(cfg: KinsulConfig) -> DataSpec:
 
 
 def run_name(cfg: KinsulConfig) -> str:
-    return cfg.trainer.run_name or f"{cfg.strategy.name}-s{cfg.seed}-{config_hash(cfg, length=8)}"
+    """The default name hashes what defines the run, not its budget or where it runs and logs (what a resume may
+    change: trainer.max_steps, threads, runs_dir, tracking), so `--resume` with a new budget finds its run."""
+    if cfg.trainer.run_name:
+        return cfg.trainer.run_name
+    t = dataclasses.replace(cfg.trainer, max_steps=1, threads=0, runs_dir="")
+    defining = dataclasses.replace(cfg, trainer=t, tracking=type(cfg.tracking)())
+    return f"{cfg.strategy.name}-s{cfg.seed}-{config_hash(defining, length=8)}"
 
 
 def dataset_spec(cfg: KinsulConfig) -> DataSpec:

@@ -3,13 +3,32 @@ write `last.ckpt`."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch.callbacks import Checkpoint, OnExceptionCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
 class NonFiniteLossError(FloatingPointError):
     pass
+
+
+class NonFiniteGradientError(FloatingPointError):
+    """A gradient with NaN or inf, caught before the optimizer step: the weights and checkpoints stay finite."""
+
+
+class NonFiniteWeightsError(FloatingPointError):
+    """Weights with NaN or inf about to be written as a checkpoint: refused, the last good file stays."""
+
+
+NON_FINITE = (NonFiniteLossError, NonFiniteGradientError, NonFiniteWeightsError)
+
+
+class CheckpointSaveError(RuntimeError):
+    """A checkpoint that could not be written: the run stops instead of going on without a resume point."""
 
 
 class CheckpointError(ValueError):
@@ -35,6 +54,63 @@ def load_checkpoint(path: str | Path) -> dict:
             first = first.split(". ")[0]
         raise CheckpointError(f"checkpoint '{path}' cannot be loaded safely ({first[:200]}): expected a "
                               "checkpoint written by kinsul; delete it to start over") from None  # fmt: skip
+
+
+def first_non_finite(state: dict) -> str | None:
+    import torch
+
+    for name, t in state.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name
+    return None
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Every checkpoint lands whole or the run stops: written to a temporary file beside its target (never the
+    system temp folder, so the rename is atomic on the same file system), flushed, fsynced, renamed over the
+    target, its size verified. Non-finite weights are never written. A failure names the file, the cause and the
+    free space, and leaves no partial file under any checkpoint's name."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        import torch
+
+        path = Path(path)
+        bad = first_non_finite(checkpoint.get("state_dict", {}))
+        if bad is not None:
+            raise NonFiniteWeightsError(f"refusing to write '{path}' at step {checkpoint.get('global_step')}: "
+                                        f"weight '{bad}' is not finite; the last good checkpoint stays")  # fmt: skip
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+                size = f.tell()
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+            if path.stat().st_size != size:
+                raise OSError(f"wrote {size} bytes, the file holds {path.stat().st_size}")
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            try:
+                free = f"{shutil.disk_usage(path.parent).free / 2**20:,.0f} MiB free there"
+            except OSError:
+                free = "its free space unknown"
+            cause = e.strerror or str(e)
+            raise CheckpointSaveError(f"could not write checkpoint '{path}' ({cause}; {free}): the run stops "
+                                      "here; its last good checkpoint is what --resume continues") from None  # fmt: skip
 
 
 class LastCheckpoint(Checkpoint):
@@ -67,7 +143,7 @@ class ExceptionCheckpoint(OnExceptionCheckpoint):
     it keeps the file after a clean finish: it is the resume point."""
 
     def on_exception(self, trainer, pl_module, exception):
-        if not isinstance(exception, NonFiniteLossError) and trainer.global_step > 0:
+        if not isinstance(exception, (*NON_FINITE, CheckpointSaveError)) and trainer.global_step > 0:
             super().on_exception(trainer, pl_module, exception)
 
     def teardown(self, trainer, pl_module, stage):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -40,13 +41,40 @@ def cache_dir(cfg: KinsulConfig) -> Path:
     return Path(cfg.data.root) / "vlm-models" / vlm_name(cfg)
 
 
+class CorruptVLMError(ValueError):
+    """A kinsul VLM whose weights do not match the sha256 recorded when it was written."""
+
+
+def weights_digest(folder: Path) -> dict[str, str]:
+    """sha256 of each weights file of a save_pretrained folder."""
+    out = {}
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        out[path.name] = h.hexdigest()
+    return out
+
+
+def verify(folder: Path) -> Path:
+    """A kinsul VLM folder's weights against the sha256 in its metadata (older caches without one pass)."""
+    expected = read_meta(folder).get("sha256")
+    if expected and weights_digest(folder) != expected:
+        raise CorruptVLMError(f"the weights in '{folder}' do not match the sha256 recorded when they were written "
+                              "(a damaged or altered file): delete the folder and run `kinsul pretrain-vlm` with "
+                              "the same configuration, or restore it from the repository")  # fmt: skip
+    return folder
+
+
 def resolve(cfg: KinsulConfig) -> Path:
-    """The backbone folder for ``cfg``: model.pretrained_path, else the cache, else the shipped copy."""
+    """The backbone folder for ``cfg``: model.pretrained_path, else the cache, else the shipped copy (checked
+    against its recorded sha256)."""
     if cfg.model.pretrained_path:
         return Path(cfg.model.pretrained_path)
     for candidate in (cache_dir(cfg) / "model", SHIPPED_DIR / vlm_name(cfg)):
         if (candidate / META_FILE).is_file():
-            return candidate
+            return verify(candidate)
     shipped = sorted(p.name for p in SHIPPED_DIR.glob("*") if p.is_dir())
     raise PretrainedVLMNotFound(
         f"no pretrained VLM '{vlm_name(cfg)}' in '{cache_dir(cfg)}' or the shipped copies ({shipped or 'none'}): "

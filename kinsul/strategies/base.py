@@ -73,10 +73,17 @@ def validate(strategy: object, source: str) -> Strategy:
                                "param_groups", "frozen_modules", "kv_view") if not hasattr(strategy, m)]  # fmt: skip
         raise StrategyError(f"{source} returned {type(strategy).__name__}, which does not satisfy the Strategy "
                             f"protocol: missing {missing}")  # fmt: skip
-    from kinsul.strategies.losses import available as available_terms  # the registry imports the models
+    from kinsul.strategies.losses import GROUP as TERMS  # the registry imports the models
+    from kinsul.strategies.losses import available as available_terms
+    from kinsul.strategies.plugins import PluginConflictError, lookup
 
     terms = sorted(available_terms())
-    unknown = set(strategy.loss_weights) - set(terms)
+    try:
+        unknown = {
+            t for t in strategy.loss_weights if lookup(TERMS, "loss term", "loss_weights key", t) is None
+        }
+    except PluginConflictError as e:
+        raise StrategyError(f"{source}: {e}") from None
     if unknown or not strategy.loss_weights:
         raise StrategyError(f"{source}: loss terms {sorted(strategy.loss_weights)} must be a non-empty subset of "
                             f"the registered terms {terms} (entry-point group kinsul.loss_terms)")  # fmt: skip

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cache
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -19,6 +19,8 @@ from torch import nn
 from kinsul.data.batch import TrainBatch
 from kinsul.models.flow import interpolate, sample_time
 from kinsul.models.vla import VLA, VLAOutput, flow_loss, token_loss
+from kinsul.strategies.base import StrategyError
+from kinsul.strategies.plugins import lookup, package, plain_names
 
 GROUP = "kinsul.loss_terms"
 
@@ -104,15 +106,20 @@ class VLMAnswers:
 
 
 def available() -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=GROUP)}
+    """Registered loss terms by plain name (a name two packages claim is left out: see ``plugins``)."""
+    return plain_names(GROUP)
 
 
 @cache
 def _factory(name: str):
-    eps = available()
-    if name not in eps:
+    ep = lookup(GROUP, "loss term", "the strategy's loss_weights key", name)  # a shared name raises
+    if ep is None:
         raise KeyError(name)
-    return eps[name].load()
+    try:
+        return ep.load()
+    except (Exception, SystemExit) as e:
+        raise StrategyError(f"loss term '{name}' (entry point {ep.value}, package '{package(ep)}') could not be "
+                            f"imported: {type(e).__name__}: {e}") from None  # fmt: skip
 
 
 def create(name: str) -> LossTerm:
@@ -120,7 +127,8 @@ def create(name: str) -> LossTerm:
     term = _factory(name)()
     if not isinstance(term, LossTerm):
         raise TypeError(
-            f"loss term '{name}' ({available()[name].value}) is not callable as term(ctx) -> Tensor"
+            f"loss term '{name}' ({lookup(GROUP, 'loss term', 'loss_weights', name).value}) is not callable as "
+            "term(ctx) -> Tensor"
         )
     return term
 

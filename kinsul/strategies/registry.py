@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 from typing import Any
 
 from kinsul.fields import ConfigError, FieldValueError, unknown_name_message
 from kinsul.strategies.base import Strategy, StrategyError, validate
+from kinsul.strategies.plugins import PluginConflictError, lookup, plain_names
 
 GROUP = "kinsul.strategies"
 
 
 def available() -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=GROUP)}
+    """Registered strategies by plain name (a name two packages claim is left out: see ``plugins``)."""
+    return plain_names(GROUP)
 
 
 def builtins() -> list[str]:
@@ -21,14 +23,18 @@ def builtins() -> list[str]:
 
 
 def create(name: str, options: dict[str, Any] | None = None) -> Strategy:
-    eps = available()
-    if name not in eps:
-        raise ConfigError("strategy.name", unknown_name_message("strategy", name, eps))
-    ep = eps[name]
+    ep = available().get(name)
+    if ep is None:  # a qualified name (package:name), or a plain name two packages claim (refused)
+        try:
+            ep = lookup(GROUP, "strategy", "strategy.name", name)
+        except PluginConflictError as e:
+            raise ConfigError("strategy.name", str(e)) from None
+    if ep is None:
+        raise ConfigError("strategy.name", unknown_name_message("strategy", name, available()))
     source = f"strategy '{name}' (entry point {ep.value})"
     try:
         factory = ep.load()
-    except Exception as e:
+    except (Exception, SystemExit) as e:  # a plugin that raises or exits on import: named, not a traceback
         raise StrategyError(f"{source} could not be imported: {type(e).__name__}: {e}") from e
     if not callable(factory):
         raise StrategyError(f"{source} is not callable: expected a factory (options: dict) -> Strategy")

@@ -4,6 +4,7 @@ through the same code as `kinsul train` / `kinsul eval`, as an MLflow child run 
 from __future__ import annotations
 
 import hashlib
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -165,7 +166,9 @@ def child_name(sweep: str, params: dict[str, Any], number: int, by_values: bool)
     parts += [f"{k.rsplit('.', 1)[-1]}{v}" for k, v in params.items() if k not in ("strategy.name", "seed")]
     if "seed" in params:
         parts.append(f"s{params['seed']}")
-    return "-".join([sweep, *parts]).replace("/", "_")
+    # a run name is a folder name (trainer.run_name): any other character (a list value's brackets, a path's
+    # separator) becomes "_"
+    return re.sub(r"[^\w.+=,@-]", "_", "-".join([sweep, *parts])).replace("..", "_")
 
 
 class Objective:
@@ -178,6 +181,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         from kinsul.evaluation import evaluate as evaluate_lib
+        from kinsul.runs.signals import RunInterrupted
         from kinsul.sweeps.pruning import TrialReport
         from kinsul.training.train import train
 
@@ -212,6 +216,11 @@ class Objective:
         except optuna.TrialPruned as e:
             if run_id:
                 self.client.set_tag(run_id, "pruned", str(e))
+                self.client.set_terminated(run_id, "KILLED")
+            raise
+        except RunInterrupted as e:  # a signal: the trial fails (so --resume re-queues it), its run is KILLED
+            if run_id:
+                self.client.set_tag(run_id, "interrupted", str(e))
                 self.client.set_terminated(run_id, "KILLED")
             raise
         except BaseException as e:

@@ -12,7 +12,7 @@ from kinsul.data.batch import RobotBatch, TrainBatch
 from kinsul.fields import ConfigError
 from kinsul.models.decoding import chunk_errors
 from kinsul.models.vla import VLA
-from kinsul.runs.checkpoints import NonFiniteLossError
+from kinsul.runs.checkpoints import NonFiniteGradientError, NonFiniteLossError
 from kinsul.runs.schedule import adamw_warmup_cosine
 from kinsul.strategies.base import Strategy, StrategyError
 from kinsul.strategies.losses import LossContext, setup_terms
@@ -120,6 +120,21 @@ class VLAModule(L.LightningModule):
                                      "stopping before it reaches the weights or a checkpoint")  # fmt: skip
         self.log("train/loss", loss)
         return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """No non-finite gradient reaches the weights (a plugin's term can be finite with a NaN gradient). One
+        fused norm per step; the parameter is looked up only when one is bad. Under DDP every rank checks its own
+        (all-reduced, hence equal) gradients, so all ranks stop together."""
+        grads = [p.grad for p in self.vla.parameters() if p.grad is not None]
+        if not grads or bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
+            return
+        name = next(
+            n
+            for n, p in self.vla.named_parameters()
+            if p.grad is not None and not torch.isfinite(p.grad).all()
+        )
+        raise NonFiniteGradientError(f"the gradient of '{name}' is not finite at step {self.global_step}; stopping "
+                                     "before it reaches the weights or a checkpoint")  # fmt: skip
 
     # -- validation: the strategy's own decoding -----------------------------------------------------
     def validation_step(self, batch: RobotBatch, i: int):

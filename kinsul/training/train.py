@@ -18,7 +18,8 @@ from kinsul.config.schema import KinsulConfig
 from kinsul.evaluation.curve import SuccessCurve, curve_specs
 from kinsul.fields import ConfigError
 from kinsul.runs.assembly import prepare, run_name
-from kinsul.runs.checkpoints import ExceptionCheckpoint, LastCheckpoint, checkpoint_step
+from kinsul.runs.checkpoints import ExceptionCheckpoint, LastCheckpoint, SafeCheckpointIO, checkpoint_step
+from kinsul.runs.signals import RunInterrupted
 from kinsul.strategies import create
 from kinsul.strategies.base import Strategy
 from kinsul.training.callbacks import StepsToTarget
@@ -78,6 +79,40 @@ def check_resume(run_dir: Path, cfg: KinsulConfig) -> None:
                           "trainer.run_name")  # fmt: skip
 
 
+class SignalRecorder(L.Callback):
+    """Which signal ended fit (Lightning turns SIGTERM into SIGTERMException and SIGINT into sys.exit(1), both
+    plain exits to the caller) and at which step."""
+
+    def __init__(self):
+        self.signal: str | None = None
+        self.step = 0
+
+    def on_exception(self, trainer, pl_module, exception):
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if isinstance(exception, SIGTERMException):
+            self.signal = "SIGTERM"
+        elif isinstance(exception, KeyboardInterrupt):
+            self.signal = "SIGINT"
+        self.step = trainer.global_step
+
+
+RUN_MARKER = ".kinsul-run"  # written into every run folder kinsul makes
+
+
+def check_run_folder(run_dir: Path) -> None:
+    """kinsul writes only into folders it made: an existing, non-empty folder without the marker (or, for runs
+    made before the marker, a last checkpoint) is someone else's, and its config.yaml is never overwritten."""
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise FileExistsError(f"'{run_dir}' exists and is not a folder: choose another trainer.run_name")
+    ours = (run_dir / RUN_MARKER).exists() or (run_dir / "checkpoints" / "last.ckpt").exists()
+    if not ours and any(run_dir.iterdir()):
+        raise FileExistsError(f"folder '{run_dir}' exists and was not made by kinsul (no {RUN_MARKER}): kinsul does "
+                              "not write into it; choose another trainer.run_name or trainer.runs_dir")  # fmt: skip
+
+
 def train(
     cfg: KinsulConfig, resume: bool = False, progress: bool = True, callbacks: Sequence[L.Callback] = ()
 ) -> Path:
@@ -91,17 +126,35 @@ def train(
         torch.set_num_threads(cfg.trainer.threads)
     run_dir = Path(cfg.trainer.runs_dir) / run_name(cfg)
     last = run_dir / "checkpoints" / "last.ckpt"
+    check_run_folder(run_dir)
     if run_dir.exists() and not resume and last.exists():
         raise FileExistsError(f"run folder '{run_dir}' already has checkpoints: pass --resume to continue it, "
                               "or choose another trainer.run_name")  # fmt: skip
+    if resume and not last.exists():
+        raise FileNotFoundError(f"--resume: run folder '{run_dir}' has no checkpoint to continue "
+                                f"({'no such folder' if not run_dir.exists() else 'no checkpoints/last.ckpt'}); "
+                                "run without --resume to start it")  # fmt: skip
     if resume and (run_dir / "config.yaml").is_file():
         check_resume(run_dir, cfg)
     created = not run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / RUN_MARKER).touch()
         save_config(cfg, run_dir / "config.yaml")
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-        _fit(cfg, strategy, run_dir, last if resume and last.exists() else None, tracker, progress, callbacks)
+        signals = SignalRecorder()
+        try:
+            _fit(cfg, strategy, run_dir, last if resume and last.exists() else None, tracker, progress,
+                 [signals, *callbacks])  # fmt: skip
+        except (SystemExit, KeyboardInterrupt):
+            if signals.signal is None:
+                raise
+            run_id = tracking.run_id_of(run_dir)
+            if run_id:
+                tracker.end(run_id, "KILLED")
+            raise RunInterrupted(
+                signals.signal, signals.step, run_dir, last if last.exists() else None
+            ) from None
     except BaseException:
         if created and not last.exists():  # failed before its first checkpoint: leave no run folder behind
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -131,6 +184,7 @@ def _fit(cfg: KinsulConfig, strategy: Strategy, run_dir: Path, resume_from: Path
         log_every_n_steps=min(10, tc.val_every),
         gradient_clip_val=tc.grad_clip or None,
         default_root_dir=str(run_dir),
+        plugins=[SafeCheckpointIO()],
         callbacks=[
             # first: a curve point measured at step N is in the checkpoint saved at step N
             *success_curve(cfg, strategy, tok, fast),

@@ -1,0 +1,19 @@
+"""The end of a run by a signal, as one exception the CLI turns into the conventional exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGTERM or SIGINT ended a run: its last checkpoint is saved and its MLflow run is KILLED. A
+    KeyboardInterrupt, so a sweep stops (Optuna fails the trial and re-raises it; its catch=Exception would
+    otherwise go on to the next trial)."""
+
+    CODES = {"SIGTERM": 143, "SIGINT": 130}
+
+    def __init__(self, signal: str, step: int, run_dir: Path, checkpoint: Path | None):
+        self.signal, self.step, self.run_dir, self.checkpoint = signal, step, run_dir, checkpoint
+        self.exit_code = self.CODES[signal]
+        saved = f"checkpoint '{checkpoint}'" if checkpoint else "no checkpoint yet (it starts over)"
+        super().__init__(f"{signal} at step {step}; {saved}; continue with the same command and --resume")
