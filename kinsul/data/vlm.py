@@ -9,8 +9,11 @@ from kinsul.data.config import DataConfig, DataSections
 from kinsul.data.robot import png_bytes
 from kinsul.world.concepts import COLOURS, SHAPES, ConceptConfig
 from kinsul.world.foreign import domain_qtypes, vlm_renderer
-from kinsul.world.language import QTYPES  # noqa: F401  (re-exported: the question types of the world domain)
-from kinsul.world.language import loc_token, unique_relations
+from kinsul.world.language import (
+    QTYPES,  # noqa: F401  (re-exported: the question types of the world domain)
+    loc_token,
+    unique_relations,
+)
 from kinsul.world.scene import Scene, sample_scene
 
 VLM_SPLITS = ("train", "validation", "probe")
