@@ -131,7 +131,7 @@ def cmd_report(ns: argparse.Namespace) -> None:
 
 def cmd_ui(ns: argparse.Namespace) -> None:
     """The MLflow UI on the run store. Its server and workers run in their own process group, which is stopped
-    as a whole on Ctrl-C or SIGTERM: no orphaned server keeps the port."""
+    as a whole on Ctrl-C, SIGTERM or SIGHUP: no orphaned server keeps the port."""
     import signal
     import socket
     import subprocess
@@ -153,6 +153,7 @@ def cmd_ui(ns: argparse.Namespace) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)  # a closed terminal: stop the server too, freeing the port
     code = 0
     try:
         code = server.wait()

@@ -191,3 +191,47 @@ def test_a_user_folder_trains_every_kind_of_strategy_and_is_evaluated_with_reten
         table = capsys.readouterr().out
         # the folder's question types, probed before and after training
         assert "eval/probe_acc_colour" in table and "eval/retention" in table, table
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(folder):
+    vla, codec = load(folder["model"])
+    vla.train()
+    rows = load_from_disk(folder["vqa"])["train"].select(range(2))
+    obs = observation(codec, rows["image"], list(rows["question"]))
+    suffix = torch.tensor([codec.fast_suffix([1, 2, 3], 40)] * 2)
+    x_t, t = torch.randn(2, 10, 3), torch.rand(2)
+    grads = []
+    for checkpoint in (False, True):
+        vla.zero_grad()
+        vla.gradient_checkpointing = checkpoint
+        torch.manual_seed(0)
+        out = vla(obs, suffix, torch.ones_like(suffix, dtype=torch.bool), x_t, t)
+        (out.velocity.square().mean() + out.suffix_logits.float().logsumexp(-1).mean()).backward()
+        grads.append({n: p.grad.clone() for n, p in vla.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 20
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5)
+
+
+def test_fast_decoding_reproduces_an_overfit_chunk_from_the_prefixs_last_token(folder):
+    """pi0-FAST through a processor's layout: no <sep>, the first FAST token comes from the prefix's last token."""
+    from kinsul.models.vla import token_loss
+
+    vla, codec = load(folder["model"], with_expert=False)
+    rows = load_from_disk(folder["vqa"])["train"].select(range(1))
+    obs = observation(codec, rows["image"], list(rows["question"]))
+    fast_ids = [5, 17, 3, 200, 42, 9]
+    suffix = torch.tensor([codec.fast_suffix(fast_ids, 40)])
+    mask = torch.ones_like(suffix, dtype=torch.bool)
+    vla.train()
+    opt = torch.optim.Adam(vla.parameters(), lr=1e-2)
+    torch.manual_seed(0)
+    for _ in range(80):
+        out = vla(obs, suffix, mask)
+        loss = token_loss(out.suffix_logits, suffix, mask, out.first_logits)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    vla.eval()
+    with torch.no_grad():
+        assert vla.generate_fast(obs, max_len=len(fast_ids) + 4)[0] == fast_ids

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from kinsul.bench import calibration, memory, models, sweep, tolerance, train, world
+from kinsul.bench import calibration, domain_gap, memory, models, sweep, tolerance, train, world
 
 BENCHMARKS: dict[str, Callable[[], dict]] = {
     "world_step": world.world_step,
@@ -19,5 +19,6 @@ BENCHMARKS: dict[str, Callable[[], dict]] = {
     "calibration": calibration.calibration,
     "perception_tolerance": tolerance.perception_tolerance,
     "real_size_memory": memory.real_size_memory,
+    "domain_gap": domain_gap.domain_gap,
 }
 SLOW = {"main_job"}  # ~15 minutes: run by name, not by `kinsul bench all`

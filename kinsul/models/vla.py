@@ -42,6 +42,7 @@ class VLA(nn.Module):
         self.expert = expert
         self.tokenizer = tokenizer  # the codec: kinsul's world tokenizer or the checkpoint's own processor
         self.adapter = adapter  # a plain object: the family's view of ``backbone``
+        self.gradient_checkpointing = False  # trainer.gradient_checkpointing: recompute layers in backward
         self.backbone_calls = 0  # prefix encodings at inference; tests check one per chunk
         # Image normalisation, as an image processor's image_mean/std: SigLIP's default maps to [-1, 1].
         self.register_buffer("image_mean", torch.full((1, 3, 1, 1), 0.5), persistent=False)
@@ -117,7 +118,8 @@ class VLA(nn.Module):
             xe = self.expert.embed(x_t, t, obs.state)
             rope_e = self.expert.rotary(xe, pos_e)
         hb, he = joint_forward(self.lm.layers, self.expert.layers if use_expert else None, xb, xe, rope_b, rope_e,
-                               mask, kv_view, n_prefix=xp.shape[1])  # fmt: skip
+                               mask, kv_view, n_prefix=xp.shape[1],
+                               checkpoint=self.gradient_checkpointing and self.training)  # fmt: skip
         P = xp.shape[1]
         logits = first = None
         if suffix_ids is not None:

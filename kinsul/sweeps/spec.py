@@ -150,12 +150,26 @@ def split_overrides(overrides) -> tuple[list[str], list[str]]:
     return run, [o for o in overrides if o.startswith("sweep.")]
 
 
+def _sweep_section(preset: str, seen: tuple[str, ...] = ()) -> dict | None:
+    """The preset's `sweep:` section over its `base:` preset's (a preset that only changes the data or the model
+    of another sweep keeps that sweep's grid)."""
+    raw = OmegaConf.to_container(OmegaConf.load(preset_path(preset)))
+    section, base = raw.get("sweep"), raw.get("base")
+    if base is None or base in seen:
+        return section
+    inherited = _sweep_section(str(base), (*seen, preset))
+    if not isinstance(inherited, dict):
+        return section
+    if not isinstance(section, dict):
+        return inherited
+    return OmegaConf.to_container(OmegaConf.merge(inherited, section))
+
+
 def load_sweep(preset: str, overrides: list[str] = ()) -> SweepSpec:
     """Read the `sweep:` section (with `sweep.*` overrides applied) and check every value it may set builds a
     valid config, before any trial runs."""
     overrides, sweep_overrides = split_overrides(overrides)
-    raw = OmegaConf.to_container(OmegaConf.load(preset_path(preset)))
-    section = raw.get("sweep")
+    section = _sweep_section(preset)
     if not isinstance(section, dict):
         raise ConfigError(
             "sweep", f"preset '{preset}' has no `sweep:` section (grid or search, objective, ...)"

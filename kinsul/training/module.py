@@ -51,6 +51,7 @@ class VLAModule(L.LightningModule):
     def __init__(self, vla: VLA, strategy: Strategy, cfg: KinsulConfig, fast: FastTokenizer):
         super().__init__()
         self.vla, self.strategy, self.cfg, self.fast = vla, strategy, cfg, fast
+        vla.gradient_checkpointing = cfg.trainer.gradient_checkpointing
         self.weights = resolve_loss_weights(strategy, dict(cfg.strategy.loss_weights))
         self.groups = strategy.param_groups(vla)
         trainable = {id(p) for g in self.groups for p in g.params}
