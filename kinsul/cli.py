@@ -28,6 +28,29 @@ def cmd_config(ns: argparse.Namespace) -> None:
     print(to_yaml(_config(ns.overrides)), end="")
 
 
+def cmd_strategies(ns: argparse.Namespace) -> None:
+    """Every registered strategy (built-ins and plugins) with its package, defaults and description, and every
+    loss term: what `strategy.name`, `strategy.loss_weights` and `strategy.options` can name."""
+    from kinsul.strategies import available, create, losses
+    from kinsul.strategies.plugins import package, registry
+
+    print(f"{'strategy':<18}{'package':<16}{'loss weights':<30}{'vlm_ratio':>9}  {'decoding':<9}description")
+    for name, ep in sorted(available().items()):
+        try:
+            s = create(name)
+        except Exception as e:  # a broken plugin is listed with its error, not a traceback
+            print(f"{name:<18}{package(ep):<16}{type(e).__name__}: {str(e)[:80]}")
+            continue
+        weights = ", ".join(f"{k} {v:g}" for k, v in s.loss_weights.items())
+        print(f"{name:<18}{package(ep):<16}{weights:<30}{s.vlm_ratio:>9g}  {s.decoding:<9}{s.description}")
+    _, conflicts = registry("kinsul.strategies")
+    for name, eps in sorted(conflicts.items()):
+        print(f"{name:<18}(claimed by {', '.join(package(e) for e in eps)}: name it as package:{name})")
+    print(f"\n{'loss term':<18}{'package':<16}entry point")
+    for name, ep in sorted(losses.available().items()):
+        print(f"{name:<18}{package(ep):<16}{ep.value}")
+
+
 def cmd_data_generate(ns: argparse.Namespace) -> None:
     from kinsul.data.store import generate, open_dataset
     from kinsul.data.summary import summarize
@@ -217,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     overrides(verb("config", cmd_config, "print the resolved configuration"))
+    verb(
+        "strategies", cmd_strategies, "list the registered strategies and loss terms (built-ins and plugins)"
+    )
 
     data = sub.add_parser("data", help="generate and inspect datasets").add_subparsers(
         dest="data_verb", required=True

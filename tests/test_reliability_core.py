@@ -159,3 +159,20 @@ def test_a_signal_ends_training_with_its_exit_code_a_checkpoint_and_a_killed_run
     status = MlflowClient(f"sqlite:///{micro_root / 'mlflow.db'}").get_run(run_id).info.status
     assert status == "KILLED"
     assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] >= 2
+
+
+def test_a_copied_run_folder_resumes_with_one_best_checkpoint_and_the_original_untouched(
+    micro_root, tmp_path
+):
+    import shutil
+
+    first = micro(micro_root, "strategy.name=stop_grad", "trainer.run_name=tocopy", "trainer.curve_every=0")
+    original = train(first, progress=False)
+    before = (original / "checkpoints" / "best.ckpt").read_bytes()
+    shutil.copytree(original, tmp_path / "moved" / "tocopy")
+    again = micro(micro_root, "strategy.name=stop_grad", "trainer.run_name=tocopy", "trainer.curve_every=0",
+                  f"trainer.runs_dir={tmp_path / 'moved'}", "trainer.max_steps=8")  # fmt: skip
+    copy = train(again, resume=True, progress=False)
+    assert sorted(p.name for p in (copy / "checkpoints").glob("best*")) == ["best.ckpt"]
+    assert (original / "checkpoints" / "best.ckpt").read_bytes() == before
+    assert load_checkpoint(copy / "checkpoints" / "last.ckpt")["global_step"] == 8

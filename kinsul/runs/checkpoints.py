@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.callbacks import Checkpoint, OnExceptionCheckpoint
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, OnExceptionCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
@@ -111,6 +111,31 @@ class SafeCheckpointIO(TorchCheckpointIO):
             cause = e.strerror or str(e)
             raise CheckpointSaveError(f"could not write checkpoint '{path}' ({cause}; {free}): the run stops "
                                       "here; its last good checkpoint is what --resume continues") from None  # fmt: skip
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """'best.ckpt', one file, also for a run folder that was moved or copied and then resumed.
+
+    Lightning keys its best-model state by absolute paths and drops it when the folder changed, then writes a
+    versioned 'best-v1.ckpt' beside the stale 'best.ckpt' (which `eval.checkpoint=best` would read) and forgets
+    the best score. Here the paths are re-rooted into the new folder, and a save never versions the name, so a
+    copy neither forks the file nor deletes the original folder's."""
+
+    def __init__(self, **kwargs):
+        super().__init__(enable_version_counter=False, **kwargs)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old, new = state_dict.get("dirpath"), self.dirpath
+        if old and new and old != new:
+
+            def move(path):
+                return new + str(path)[len(old) :] if path and str(path).startswith(old) else path
+
+            state_dict = {**state_dict, "dirpath": new,
+                          **{k: move(state_dict.get(k)) for k in ("best_model_path", "kth_best_model_path",
+                                                                  "last_model_path")},
+                          "best_k_models": {move(k): v for k, v in state_dict.get("best_k_models", {}).items()}}  # fmt: skip
+        super().load_state_dict(state_dict)
 
 
 class LastCheckpoint(Checkpoint):

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 
 from kinsul import tracking
@@ -18,7 +17,13 @@ from kinsul.config.schema import KinsulConfig
 from kinsul.evaluation.curve import SuccessCurve, curve_specs
 from kinsul.fields import ConfigError
 from kinsul.runs.assembly import prepare, run_name
-from kinsul.runs.checkpoints import ExceptionCheckpoint, LastCheckpoint, SafeCheckpointIO, checkpoint_step
+from kinsul.runs.checkpoints import (
+    BestCheckpoint,
+    ExceptionCheckpoint,
+    LastCheckpoint,
+    SafeCheckpointIO,
+    checkpoint_step,
+)
 from kinsul.runs.signals import RunInterrupted
 from kinsul.strategies import create
 from kinsul.strategies.base import Strategy
@@ -33,8 +38,19 @@ def make_logger(
     # a sweep's trial is a child of the sweep's run; the role tells them apart in MLflow searches
     role = "trial" if cfg.tracking.parent_run_id else "run"
     tags = {"strategy": strategy.name, "seed": str(cfg.seed), "kinsul.role": role,
-            "mlflow.note.content": strategy.description}  # fmt: skip
+            "mlflow.note.content": strategy.description,
+            "kinsul.strategy.package": strategy_package(cfg.strategy.name)}  # fmt: skip
     return tracker.lightning_logger(run_dir, tags, flat_config(cfg))
+
+
+def strategy_package(name: str) -> str:
+    """'<package> <version>' of the distribution that registers the strategy (a plugin's, or kinsul's)."""
+    from kinsul.strategies.plugins import lookup, package
+    from kinsul.strategies.registry import GROUP
+
+    ep = lookup(GROUP, "strategy", "strategy.name", name)
+    dist = getattr(ep, "dist", None)
+    return f"{package(ep)} {dist.version if dist is not None else '?'}" if ep is not None else "?"
 
 
 def flat_config(cfg: KinsulConfig) -> dict[str, str]:
@@ -188,7 +204,7 @@ def _fit(cfg: KinsulConfig, strategy: Strategy, run_dir: Path, resume_from: Path
         callbacks=[
             # first: a curve point measured at step N is in the checkpoint saved at step N
             *success_curve(cfg, strategy, tok, fast),
-            ModelCheckpoint(
+            BestCheckpoint(
                 dirpath=ckpt_dir, filename="best", monitor="val/velocity_mse", mode="min", save_top_k=1
             ),
             LastCheckpoint(ckpt_dir / "last.ckpt", tc.checkpoint_every),

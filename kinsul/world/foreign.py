@@ -15,8 +15,8 @@ from kinsul.world.render import _shape_mask, _sprite
 from kinsul.world.scene import Scene
 
 TEXTURES = ("solid", "stripes", "checks", "noise")
-LAYOUT_SCALE = (0.6, 1.0)  # the scene's layout shrinks by this factor and moves within the frame
-ZOOM = (0.85, 1.4)  # object radii scale with the layout, times a factor from this range
+SHIFT = 0.08  # the whole layout moves by up to this much per axis (objects may run off the frame's edge)
+ZOOM = (1.0, 1.3)  # object radii grow by one factor per image: never smaller than the world's, still legible
 
 
 def _background_colour(rng: np.random.Generator) -> np.ndarray:
@@ -26,7 +26,8 @@ def _background_colour(rng: np.random.Generator) -> np.ndarray:
 
 
 def background(rng: np.random.Generator, size: int) -> np.ndarray:
-    a, b = _background_colour(rng), _background_colour(rng)
+    a = _background_colour(rng)
+    b = np.clip(a + rng.choice([-1, 1]) * rng.uniform(20, 45), 0, 255)  # a texture's second tone
     kind = TEXTURES[rng.integers(len(TEXTURES))]
     yy, xx = np.mgrid[0:size, 0:size]
     if kind == "solid":
@@ -52,12 +53,10 @@ class ForeignRenderer:
         self.colours = {k: np.array(v, np.uint8) for k, v in COLOURS.items()}
 
     def layout(self, scene: Scene, rng: np.random.Generator) -> tuple[list[np.ndarray], float]:
-        """Where each object lands in the frame and the radius scale: the scene's layout shrunk by a factor and
-        moved somewhere in the frame (relations and counts are kept; table positions are not)."""
-        scale = rng.uniform(*LAYOUT_SCALE)
-        centre = 0.5 + rng.uniform(-(1 - scale) / 2, (1 - scale) / 2, 2)
-        zoom = scale * rng.uniform(*ZOOM)
-        return [centre + scale * (np.asarray(o.pos) - 0.5) for o in scene.objects], zoom
+        """Where each object lands in the frame and the radius scale: the scene's layout moved as a whole (its
+        relations and counts are kept, its table positions are not), objects drawn larger than on the table."""
+        shift = rng.uniform(-SHIFT, SHIFT, 2)
+        return [np.asarray(o.pos) + shift for o in scene.objects], rng.uniform(*ZOOM)
 
     def draw(self, scene: Scene, rng: np.random.Generator) -> tuple[np.ndarray, list[np.ndarray]]:
         """(image, each object's centre in the frame, in [0, 1])."""
