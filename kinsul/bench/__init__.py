@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from kinsul.bench import calibration, domain_gap, memory, models, sweep, tolerance, train, world
+from kinsul.bench import (
+    calibration,
+    domain_gap,
+    fast_placement,
+    memory,
+    models,
+    sweep,
+    tolerance,
+    train,
+    world,
+)
 
 BENCHMARKS: dict[str, Callable[[], dict]] = {
     "world_step": world.world_step,
@@ -20,5 +30,6 @@ BENCHMARKS: dict[str, Callable[[], dict]] = {
     "perception_tolerance": tolerance.perception_tolerance,
     "real_size_memory": memory.real_size_memory,
     "domain_gap": domain_gap.domain_gap,
+    "fast_placement": fast_placement.fast_placement,
 }
-SLOW = {"main_job"}  # ~15 minutes: run by name, not by `kinsul bench all`
+SLOW = {"main_job", "domain_gap", "fast_placement"}  # minutes each: run by name, not by `kinsul bench all`

@@ -28,6 +28,13 @@ from kinsul.world.language import loc_bin
 from kinsul.world.scene import sample_scene
 
 ATTRIBUTES = ("shape", "colour", "size")
+# The foreign recipe's tower learns where objects are only coarsely, in the frame (a SigLIP-like sense of layout:
+# left/right, top/bottom), never the table's 16 location bins the world recipe reads out.
+FOREIGN_LOCATION_BINS = 4
+
+
+def location_bins(cfg: KinsulConfig) -> int:
+    return cfg.data.loc_bins if cfg.data.vlm_domain == "world" else FOREIGN_LOCATION_BINS
 MAX_PER_PATCH = 2  # objectness classes: 0, 1, 2 or more object centres in a patch
 
 
@@ -42,6 +49,7 @@ class SceneStream(StepStream):
         self.cfg, self.patch, self.batch_size, self.seed = cfg, patch, batch_size, seed
         self.renderer = vlm_renderer(cfg.data.vlm_domain, cfg.world.image_size)
         self.grid = cfg.world.image_size // patch
+        self.bins = location_bins(cfg)
 
     def batch(self, step: int) -> dict[str, torch.Tensor]:
         d, size = self.cfg.data, self.cfg.world.image_size
@@ -61,8 +69,8 @@ class SceneStream(StepStream):
                 labels["shape"][b, k] = SHAPES.index(o.shape)
                 labels["colour"][b, k] = list(COLOURS).index(o.colour)
                 labels["size"][b, k] = list(SIZES).index(o.size)
-                labels["loc_x"][b, k] = loc_bin(pos[0], d.loc_bins)
-                labels["loc_y"][b, k] = loc_bin(pos[1], d.loc_bins)
+                labels["loc_x"][b, k] = loc_bin(pos[0], self.bins)
+                labels["loc_y"][b, k] = loc_bin(pos[1], self.bins)
                 objectness[b, token] = min(objectness[b, token] + 1, MAX_PER_PATCH)
         out = {k: torch.from_numpy(v) for k, v in labels.items()}
         out["images"] = torch.from_numpy(images)
@@ -73,11 +81,10 @@ class SceneStream(StepStream):
 class ObjectHeads(nn.Module):
     """Linear read-outs from image tokens; training-only (not part of the saved VLM)."""
 
-    def __init__(self, dim: int, loc_bins: int, locate: bool = True):
+    def __init__(self, dim: int, loc_bins: int):
         super().__init__()
-        self.sizes = {"shape": len(SHAPES), "colour": len(COLOURS), "size": len(SIZES)}
-        if locate:  # the world recipe: location bins on the table (a foreign VLM learns none)
-            self.sizes |= {"loc_x": loc_bins, "loc_y": loc_bins}
+        self.sizes = {"shape": len(SHAPES), "colour": len(COLOURS), "size": len(SIZES),
+                      "loc_x": loc_bins, "loc_y": loc_bins}  # fmt: skip
         self.objects = nn.Linear(dim, sum(self.sizes.values()))
         self.objectness = nn.Linear(dim, MAX_PER_PATCH + 1)
 
@@ -102,7 +109,7 @@ class VisionStageModule(L.LightningModule):
     def __init__(self, vla: VLA, cfg: KinsulConfig):
         super().__init__()
         self.vla, self.cfg = vla, cfg
-        self.heads = ObjectHeads(vla.lm.config.hidden_size, cfg.data.loc_bins, cfg.data.vlm_domain == "world")
+        self.heads = ObjectHeads(vla.lm.config.hidden_size, location_bins(cfg))
 
     def training_step(self, batch, _):
         out = self.heads.losses(self.vla.image_tokens(batch["images"]), batch)

@@ -15,7 +15,7 @@ from kinsul.world.render import _shape_mask, _sprite
 from kinsul.world.scene import Scene
 
 TEXTURES = ("solid", "stripes", "checks", "noise")
-SHIFT = 0.08  # the whole layout moves by up to this much per axis (objects may run off the frame's edge)
+SHIFT = 0.05  # the whole layout moves by up to this much per axis: less than the side-question margin (0.08)
 ZOOM = (1.0, 1.3)  # object radii grow by one factor per image: never smaller than the world's, still legible
 
 
