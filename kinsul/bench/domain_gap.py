@@ -128,11 +128,11 @@ def zero_shot_world_questions(cfg: KinsulConfig, world_cfg: KinsulConfig, sample
     return probe_accuracy(vla, VLMTensors.from_dataset(probe, tok, cfg.model.max_text_len))
 
 
-def domain_gap(preset: str | None = None, overrides: tuple[str, ...] = (), steps: int = 1500) -> dict:
+def domain_gap(overrides: tuple[str, ...] = (), steps: int = 1500) -> dict:
+    """The world VLM (the default config) against the foreign one (ablations/foreign.yaml)."""
     rows = []
-    world = load_config(preset, [*overrides])
-    for domain in ("world", "foreign"):
-        cfg = load_config(preset, [*overrides, f"data.vlm_domain={domain}"])
+    world = load_config(None, [*overrides])
+    for domain, cfg in (("world", world), ("foreign", load_config("foreign", [*overrides]))):
         loc = location_probe(cfg, steps=steps)
         zero = zero_shot_world_questions(cfg, world)
         rows.append({"vlm": pretrained.vlm_name(cfg), "domain": domain, "kv_location_error": loc["best_error"],
