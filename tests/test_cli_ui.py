@@ -79,6 +79,8 @@ def test_ui_stops_its_server_and_workers_on_sigterm(tmp_path):
         time.sleep(0.5)
         assert not [p for p in spawned if _alive(p)]
         with socket.socket() as s:
+            # SO_REUSEADDR: the health checks' connections may sit in TIME_WAIT; a listening server still blocks
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", port))  # the port is free again
     finally:
         if ui.poll() is None:

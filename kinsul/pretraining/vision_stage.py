@@ -35,6 +35,8 @@ FOREIGN_LOCATION_BINS = 4
 
 def location_bins(cfg: KinsulConfig) -> int:
     return cfg.data.loc_bins if cfg.data.vlm_domain == "world" else FOREIGN_LOCATION_BINS
+
+
 MAX_PER_PATCH = 2  # objectness classes: 0, 1, 2 or more object centres in a patch
 
 

@@ -124,6 +124,11 @@ class BestCheckpoint(ModelCheckpoint):
     def __init__(self, **kwargs):
         super().__init__(enable_version_counter=False, **kwargs)
 
+    @property
+    def state_key(self) -> str:
+        # ModelCheckpoint's key: checkpoints written before this class (and after) restore into it alike
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old, new = state_dict.get("dirpath"), self.dirpath
         if old and new and old != new:
