@@ -16,10 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from kinsul.backbones.base import BackboneAdapter, BackboneError
-from kinsul.tokenizers.text import Encoded
+from kinsul.tokenizers.text import Encoded, pad_batch
 
 FAST_PLACEMENTS = ("last", "added")
 
@@ -87,12 +85,7 @@ class ProcessorCodec:
         return [self.action_offset + i for i in fast_ids]
 
     def batch(self, sequences: list[list[int]], max_len: int | None = None) -> Encoded:
-        length = max(1, max(len(s) for s in sequences)) if max_len is None else max_len
-        ids = torch.full((len(sequences), length), self.pad_id, dtype=torch.long)
-        for b, s in enumerate(sequences):
-            s = s[:length]
-            ids[b, : len(s)] = torch.tensor(s, dtype=torch.long)
-        return Encoded(ids, ids != self.pad_id)
+        return pad_batch(sequences, self.pad_id, max_len)
 
 
 def has_tokenizer(path: Path) -> bool:

@@ -17,8 +17,9 @@ from kinsul.models.vla import VLA, target_logits
 
 def exact_match(vla: VLA, obs, suffix: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     out = vla(obs, suffix, mask)
-    n_context = suffix.shape[1] - target_logits(out.suffix_logits, out.first_logits).shape[1]
-    pred = target_logits(out.suffix_logits, out.first_logits).argmax(-1)
+    logits = target_logits(out.suffix_logits, out.first_logits)
+    n_context = suffix.shape[1] - logits.shape[1]
+    pred = logits.argmax(-1)
     target, valid = suffix[:, n_context:], mask[:, n_context:]
     return ((pred == target) | ~valid).all(dim=1)
 

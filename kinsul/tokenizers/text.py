@@ -25,6 +25,16 @@ class Encoded:
     mask: torch.Tensor  # (B, L) bool, True on real tokens
 
 
+def pad_batch(sequences: list[list[int]], pad_id: int, max_len: int | None = None) -> Encoded:
+    """Right-pad id lists with ``pad_id`` into tensors (truncating to ``max_len`` when given): every codec's batch."""
+    length = max(1, max(len(s) for s in sequences)) if max_len is None else max_len
+    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+    for b, s in enumerate(sequences):
+        s = s[:length]
+        ids[b, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return Encoded(ids, ids != pad_id)
+
+
 class TextTokenizer:
     """The world codec (see ``kinsul.backbones.codecs``): ``<bos>`` + words as the prompt, ``<sep>`` + answer +
     ``<eos>`` as the suffix, ``<sep>`` being context, not a target."""
@@ -81,12 +91,7 @@ class TextTokenizer:
 
     def batch(self, sequences: list[list[int]], max_len: int | None = None) -> Encoded:
         """Right-pad id lists into tensors (truncating to ``max_len`` when given)."""
-        length = max(1, max(len(s) for s in sequences)) if max_len is None else max_len
-        ids = torch.full((len(sequences), length), self.pad_id, dtype=torch.long)
-        for b, s in enumerate(sequences):
-            s = s[:length]
-            ids[b, : len(s)] = torch.tensor(s, dtype=torch.long)
-        return Encoded(ids, ids != self.pad_id)
+        return pad_batch(sequences, self.pad_id, max_len)
 
     def prompt_ids(self, text: str, max_len: int) -> list[int]:
         return [self.bos_id, *self.encode(text)][:max_len]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from kinsul.world.concepts import COLOURS
-from kinsul.world.render import _shape_mask, _sprite
+from kinsul.world.render import _shape_mask, _sprite, stamp
 from kinsul.world.scene import Scene
 
 TEXTURES = ("solid", "stripes", "checks", "noise")
@@ -65,23 +65,11 @@ class ForeignRenderer:
         for i in scene.z_order:
             o = scene.objects[i]
             mask = _sprite(o.radius * zoom * self.size, lambda u, v, s=o.shape: _shape_mask(s, u, v))
-            self._stamp(img, mask, positions[i], self.colours[o.colour])
+            stamp(img, mask, positions[i], self.colours[o.colour])
         return img, positions
 
     def render(self, scene: Scene, rng: np.random.Generator | None = None) -> np.ndarray:
         return self.draw(scene, rng if rng is not None else np.random.default_rng(0))[0]
-
-    def _stamp(self, img: np.ndarray, mask: np.ndarray, pos: np.ndarray, colour: np.ndarray) -> None:
-        half = mask.shape[0] // 2
-        cx, cy = int(pos[0] * self.size), int(pos[1] * self.size)
-        x0, y0 = cx - half, cy - half
-        sx0, sy0 = max(0, -x0), max(0, -y0)
-        sx1 = mask.shape[1] - max(0, x0 + mask.shape[1] - self.size)
-        sy1 = mask.shape[0] - max(0, y0 + mask.shape[0] - self.size)
-        if sx1 <= sx0 or sy1 <= sy0:
-            return
-        region = img[y0 + sy0 : y0 + sy1, x0 + sx0 : x0 + sx1]
-        region[mask[sy0:sy1, sx0:sx1]] = colour
 
 
 class WorldDraw:

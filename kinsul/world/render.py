@@ -37,6 +37,23 @@ def _sprite(radius_px: float, fn) -> np.ndarray:
     return fn(u, v)
 
 
+def stamp(img: np.ndarray, mask: np.ndarray, pos: np.ndarray, colour: np.ndarray) -> None:
+    """Paint ``colour`` where the boolean sprite ``mask``, centred at ``pos`` (in [0, 1] of the square image), lands
+    inside ``img``; the part outside the frame is clipped."""
+    size = img.shape[0]
+    half = mask.shape[0] // 2
+    cx, cy = int(pos[0] * size), int(pos[1] * size)
+    x0, y0 = cx - half, cy - half
+    x1, y1 = x0 + mask.shape[1], y0 + mask.shape[0]
+    sx0, sy0 = max(0, -x0), max(0, -y0)
+    sx1 = mask.shape[1] - max(0, x1 - size)
+    sy1 = mask.shape[0] - max(0, y1 - size)
+    if sx1 <= sx0 or sy1 <= sy0:
+        return
+    region = img[y0 + sy0 : y0 + sy1, x0 + sx0 : x0 + sx1]
+    region[mask[sy0:sy1, sx0:sx1]] = colour
+
+
 class Renderer:
     def __init__(self, image_size: int):
         self.size = image_size
@@ -53,25 +70,12 @@ class Renderer:
         self.colours = {k: np.array(v, np.uint8) for k, v in COLOURS.items()}
         self.gripper_colour = np.array(GRIPPER_COLOUR, np.uint8)
 
-    def _stamp(self, img: np.ndarray, mask: np.ndarray, pos: np.ndarray, colour: np.ndarray) -> None:
-        half = mask.shape[0] // 2
-        cx, cy = int(pos[0] * self.size), int(pos[1] * self.size)
-        x0, y0 = cx - half, cy - half
-        x1, y1 = x0 + mask.shape[1], y0 + mask.shape[0]
-        sx0, sy0 = max(0, -x0), max(0, -y0)
-        sx1 = mask.shape[1] - max(0, x1 - self.size)
-        sy1 = mask.shape[0] - max(0, y1 - self.size)
-        if sx1 <= sx0 or sy1 <= sy0:
-            return
-        region = img[y0 + sy0 : y0 + sy1, x0 + sx0 : x0 + sx1]
-        region[mask[sy0:sy1, sx0:sx1]] = colour
-
     def render(self, scene: Scene, draw_gripper: bool = True) -> np.ndarray:
         img = self.background.copy()
         for i in scene.z_order:
             o = scene.objects[i]
-            self._stamp(img, self.sprites[(o.shape, o.size)], o.pos, self.colours[o.colour])
+            stamp(img, self.sprites[(o.shape, o.size)], o.pos, self.colours[o.colour])
         if draw_gripper:
             mask = self.gripper_closed if scene.closed else self.gripper_open
-            self._stamp(img, mask, scene.gripper, self.gripper_colour)
+            stamp(img, mask, scene.gripper, self.gripper_colour)
         return img
