@@ -102,3 +102,30 @@ def test_answer_loss_weighs_every_answer_equally():
         logits[1, j, suffix[1, j + 1]] = 30.0  # right
     wrong = torch.nn.functional.cross_entropy(logits[0, :1], suffix[0, 1:2])
     torch.testing.assert_close(answer_loss(logits, suffix, mask), wrong / 2)
+
+
+@pytest.mark.parametrize("bins", [0, 2])
+def test_location_bins_set_what_the_tower_is_told_about_position(bins):
+    """pretrain.location_bins: 2 teaches only left/right and top/bottom; 0 no position at all (no head, no label)."""
+    cfg = load_config("micro", ["data.vlm_domain=foreign", f"pretrain.location_bins={bins}"])
+    torch.manual_seed(0)
+    vla = build_vla(cfg.model, make_tokenizer(cfg), data_spec(cfg), with_expert=False)
+    module = VisionStageModule(vla, cfg)
+    batch = SceneStream(cfg, vla.backbone.config.vision_config.patch_size, 8, seed=0).batch(0)
+    out = module.heads.losses(vla.image_tokens(batch["images"]), batch)
+    assert ("loss_loc_x" in out) == bool(bins) and torch.isfinite(out["loss"])
+    filled = batch["token"] >= 0
+    if bins:
+        assert set(batch["loc_x"][filled].tolist()) <= set(range(bins))
+    else:
+        assert (batch["loc_x"] == -1).all()
+
+
+def test_default_location_bins_keep_the_shipped_vlm_names():
+    from kinsul.runs.pretrained import SHIPPED_DIR, vlm_name
+
+    for cfg in (load_config(), load_config("foreign")):
+        assert (SHIPPED_DIR / vlm_name(cfg)).is_dir(), cfg.data.vlm_domain
+    foreign = vlm_name(load_config("foreign"))
+    assert vlm_name(load_config("foreign", ["pretrain.location_bins=4"])) == foreign  # the default, named
+    assert vlm_name(load_config("foreign", ["pretrain.location_bins=2"])) != foreign

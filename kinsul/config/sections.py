@@ -37,6 +37,9 @@ class PretrainConfig:
     vision_batch_size: int = 64  # rendered images per stage-1 step
     vision_lr: float = 1e-3  # peak AdamW learning rate of stage 1 (same warm-up and cosine decay)
     freeze_vision: bool = True  # stage 2 keeps stage 1's tower and projector fixed (needs vision_steps > 0)
+    # Stage-1 location bins per axis that the tower learns to read out (0: no location head). None: the
+    # domain's own (world: data.loc_bins, the table's bins that control needs; foreign: 4 coarse frame bins).
+    location_bins: int | None = None
     eval_every: int = 500  # probe accuracy every this many steps
     checkpoint_every: int = 250  # resumable checkpoint every this many steps
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
@@ -62,6 +65,8 @@ class PretrainConfig:
         check_range("eval_every", self.eval_every, 1, 10_000_000)
         check_range("checkpoint_every", self.checkpoint_every, 1, 10_000_000)
         check_range("threads", self.threads, 0, 1024)
+        if self.location_bins is not None:
+            check_range("location_bins", self.location_bins, 0, 256)
         if self.freeze_vision and not self.vision_steps:
             raise FieldValueError(
                 "freeze_vision", True, "false when vision_steps is 0 (nothing trains the tower)"

@@ -23,18 +23,16 @@ from kinsul.data.streams import StepStream, step_rng
 from kinsul.models.vla import VLA
 from kinsul.runs.schedule import adamw_warmup_cosine
 from kinsul.world.concepts import COLOURS, SHAPES, SIZES
-from kinsul.world.foreign import vlm_renderer
+from kinsul.world.foreign import default_location_bins, vlm_renderer
 from kinsul.world.language import loc_bin
 from kinsul.world.scene import sample_scene
 
 ATTRIBUTES = ("shape", "colour", "size")
-# The foreign recipe's tower learns where objects are only coarsely, in the frame (a SigLIP-like sense of layout:
-# left/right, top/bottom), never the table's 16 location bins the world recipe reads out.
-FOREIGN_LOCATION_BINS = 4
-
-
 def location_bins(cfg: KinsulConfig) -> int:
-    return cfg.data.loc_bins if cfg.data.vlm_domain == "world" else FOREIGN_LOCATION_BINS
+    """Location bins per axis of stage 1 (0: the tower learns no positions beyond its patch embedding)."""
+    if cfg.pretrain.location_bins is not None:
+        return cfg.pretrain.location_bins
+    return default_location_bins(cfg.data.vlm_domain, cfg.data.loc_bins)
 
 
 MAX_PER_PATCH = 2  # objectness classes: 0, 1, 2 or more object centres in a patch
@@ -71,8 +69,9 @@ class SceneStream(StepStream):
                 labels["shape"][b, k] = SHAPES.index(o.shape)
                 labels["colour"][b, k] = list(COLOURS).index(o.colour)
                 labels["size"][b, k] = list(SIZES).index(o.size)
-                labels["loc_x"][b, k] = loc_bin(pos[0], self.bins)
-                labels["loc_y"][b, k] = loc_bin(pos[1], self.bins)
+                if self.bins:
+                    labels["loc_x"][b, k] = loc_bin(pos[0], self.bins)
+                    labels["loc_y"][b, k] = loc_bin(pos[1], self.bins)
                 objectness[b, token] = min(objectness[b, token] + 1, MAX_PER_PATCH)
         out = {k: torch.from_numpy(v) for k, v in labels.items()}
         out["images"] = torch.from_numpy(images)
@@ -85,8 +84,9 @@ class ObjectHeads(nn.Module):
 
     def __init__(self, dim: int, loc_bins: int):
         super().__init__()
-        self.sizes = {"shape": len(SHAPES), "colour": len(COLOURS), "size": len(SIZES),
-                      "loc_x": loc_bins, "loc_y": loc_bins}  # fmt: skip
+        self.sizes = {"shape": len(SHAPES), "colour": len(COLOURS), "size": len(SIZES)}
+        if loc_bins:
+            self.sizes |= {"loc_x": loc_bins, "loc_y": loc_bins}
         self.objects = nn.Linear(dim, sum(self.sizes.values()))
         self.objectness = nn.Linear(dim, MAX_PER_PATCH + 1)
 

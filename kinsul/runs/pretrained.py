@@ -11,6 +11,7 @@ from kinsul.config.schema import KinsulConfig
 from kinsul.data.store import KINDS
 from kinsul.fields import config_hash
 from kinsul.models.config import SIZE_PRESETS
+from kinsul.world.foreign import default_location_bins
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "assets" / "vlm"  # kinsul/assets/vlm/<size>-<hash>/
 META_FILE = "kinsul_vlm.json"
@@ -28,9 +29,11 @@ def vlm_hash(cfg: KinsulConfig) -> str:
     # names, and naming the preset's own patch size changes nothing
     patch = m.dims["patch"]
     size = [m.size] if patch == SIZE_PRESETS[m.size]["patch"] else [m.size, patch]
-    return config_hash("vlm", *size, m.fast_vocab_size, m.max_text_len, KINDS["vlm"].dataset_hash(cfg),
-                       dataclasses.asdict(cfg.pretrain) | {"threads": None, "eval_every": None,
-                                                            "checkpoint_every": None})  # fmt: skip
+    recipe = dataclasses.asdict(cfg.pretrain) | {"threads": None, "eval_every": None, "checkpoint_every": None}
+    # the domain's default bins, named or not, leave the name as it was before the field existed
+    if recipe["location_bins"] in (None, default_location_bins(cfg.data.vlm_domain, cfg.data.loc_bins)):
+        del recipe["location_bins"]
+    return config_hash("vlm", *size, m.fast_vocab_size, m.max_text_len, KINDS["vlm"].dataset_hash(cfg), recipe)
 
 
 def vlm_name(cfg: KinsulConfig) -> str:

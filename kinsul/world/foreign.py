@@ -85,6 +85,14 @@ class WorldDraw:
 
 
 DOMAINS = ("world", "foreign")
+# The foreign recipe's tower learns where objects are only coarsely, in the frame (a SigLIP-like sense of layout),
+# never the table's location bins the world recipe reads out.
+FOREIGN_LOCATION_BINS = 4
+
+
+def default_location_bins(domain: str, table_bins: int) -> int:
+    """Stage-1 location bins per axis when pretrain.location_bins is unset: the table's own in the world domain."""
+    return table_bins if domain == "world" else FOREIGN_LOCATION_BINS
 
 
 def vlm_renderer(domain: str, image_size: int):
