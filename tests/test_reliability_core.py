@@ -176,3 +176,39 @@ def test_a_copied_run_folder_resumes_with_one_best_checkpoint_and_the_original_u
     assert sorted(p.name for p in (copy / "checkpoints").glob("best*")) == ["best.ckpt"]
     assert (original / "checkpoints" / "best.ckpt").read_bytes() == before
     assert load_checkpoint(copy / "checkpoints" / "last.ckpt")["global_step"] == 8
+
+
+def test_after_an_interrupt_and_resume_every_metric_is_logged_at_the_uninterrupted_runs_steps(
+    micro_root, monkeypatch
+):
+    """A SIGINT that lands during the success curve at step 4 (after the step, before its point) leaves a
+    checkpoint at step 4; the resumed run measures that point, so no history has a hole or an extra step."""
+    from mlflow.tracking import MlflowClient
+
+    from kinsul import tracking
+    from kinsul.evaluation.curve import SuccessCurve
+    from kinsul.runs.signals import RunInterrupted
+
+    common = ["strategy.name=stop_grad", "trainer.max_steps=10", "trainer.val_every=3", "trainer.checkpoint_every=3",
+              "trainer.curve_every=4"]  # fmt: skip
+    straight = train(micro(micro_root, *common, "trainer.run_name=aligned-a"), progress=False)
+    measure = SuccessCurve.measure
+
+    def interrupted(self, trainer, pl_module, step):
+        if step == 4:
+            monkeypatch.setattr(SuccessCurve, "measure", measure)
+            raise KeyboardInterrupt
+        return measure(self, trainer, pl_module, step)
+
+    monkeypatch.setattr(SuccessCurve, "measure", interrupted)
+    cfg = micro(micro_root, *common, "trainer.run_name=aligned-b")
+    with pytest.raises(RunInterrupted, match="at step 4"):
+        train(cfg, progress=False)
+    resumed = train(cfg, resume=True, progress=False)
+    client = MlflowClient(f"sqlite:///{micro_root / 'mlflow.db'}")
+    a, b = tracking.run_id_of(straight), tracking.run_id_of(resumed)
+    keys = sorted(client.get_run(a).data.metrics)
+    assert "eval/success" in keys and "val/velocity_mse" in keys
+    for key in keys:
+        steps = [sorted(m.step for m in client.get_metric_history(r, key)) for r in (a, b)]
+        assert steps[0] == steps[1], key

@@ -53,8 +53,11 @@ class SuccessCurve(L.Callback):
             self.measure(trainer, pl_module, step)
 
     def on_train_start(self, trainer, pl_module):
-        if trainer.global_step == 0 and not self.points:
-            self.measure(trainer, pl_module, 0)  # the untrained expert: the curve's origin
+        # step 0: the untrained expert, the curve's origin. A run resumed from a checkpoint written by a signal
+        # (after the step, before its curve point) measures that point now: every point at the uninterrupted
+        # run's steps (measure() skips a point already taken).
+        if trainer.global_step % self.every == 0:
+            self.measure(trainer, pl_module, trainer.global_step)
 
     @torch.no_grad()
     def measure(self, trainer, pl_module, step: int) -> None:
