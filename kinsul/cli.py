@@ -121,12 +121,17 @@ def cmd_sweep(ns: argparse.Namespace) -> None:
 
     from kinsul import tracking
     from kinsul.config import load_config
+    from kinsul.sweeps.busy import SweepBusy
     from kinsul.sweeps.report import report
     from kinsul.sweeps.run import run_sweep, study_name
     from kinsul.sweeps.spec import split_overrides
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # its per-trial lines: the report says it better
-    study = run_sweep(ns.preset, ns.overrides, resume=ns.resume)
+    busy = None
+    try:
+        study = run_sweep(ns.preset, ns.overrides, resume=ns.resume)
+    except SweepBusy as e:  # report what is done, then say why this worker ran nothing
+        study, busy = e.study, e
     states = [t.state.name for t in study.trials]
     print(
         f"\nsweep '{study.study_name}': "
@@ -143,6 +148,8 @@ def cmd_sweep(ns: argparse.Namespace) -> None:
     print(
         f"\nreport: {out}/report.md and plots in {out}/  |  browse the runs: kinsul ui  (MLflow at {cfg.tracking.uri})"
     )
+    if busy:
+        raise busy
 
 
 def cmd_report(ns: argparse.Namespace) -> None:
@@ -353,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_libraries()
     ns = parse(argv)
     from kinsul.runs.signals import RunInterrupted
+    from kinsul.sweeps.busy import SweepBusy
 
     try:
         ns.fn(ns)
@@ -363,6 +371,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kinsul: interrupted by {e.signal} at step {e.step}; "
               f"{f'checkpoint {e.checkpoint}' if e.checkpoint else 'no checkpoint yet'}; resume: {resume}",
               file=sys.stderr)  # fmt: skip
+        return e.exit_code
+    except SweepBusy as e:
+        print(f"kinsul: {e}", file=sys.stderr)
         return e.exit_code
     except ConfigError as e:
         print(f"kinsul: configuration error: {e}", file=sys.stderr)

@@ -212,6 +212,30 @@ def test_resume_marks_the_child_run_of_a_dead_worker_killed(tmp_path):
     assert [t.state for t in study.trials[1:]] == [TrialState.WAITING]  # the point is queued again
 
 
+def test_a_resumed_worker_that_finds_only_live_trials_says_how_long_to_wait(tmp_path):
+    """Within the heartbeat grace period a RUNNING trial cannot be re-queued: the worker says which trial and
+    how long until a dead worker's trial can be (it used to exit 0 having run nothing, without a word)."""
+    from kinsul.sweeps.busy import SweepBusy
+    from kinsul.sweeps.run import _requeue, check_busy
+    from kinsul.sweeps.spec import SweepSpec
+
+    spec = SweepSpec(grid={"strategy.name": ["naive"], "seed": [0]}, storage=f"sqlite:///{tmp_path}/o.db",
+                     heartbeat_s=30)  # fmt: skip
+    store = storage_for(spec)
+    study = optuna.create_study(study_name="mini", storage=store)
+    trial = study.ask()
+    store.record_heartbeat(trial._trial_id)
+    trial.suggest_categorical("strategy.name", ["naive"])
+    trial.suggest_categorical("seed", [0])
+    _requeue(study, spec)  # a fresh heartbeat: the trial stays RUNNING, nothing is queued
+    assert not study.get_trials(states=(TrialState.WAITING,))
+    with pytest.raises(SweepBusy, match=r"trial\(s\) 0 .* RUNNING.*--resume again in (59|60) s") as e:
+        check_busy(study, spec, store)
+    assert e.value.exit_code == 75
+    study.tell(trial, 0.5)
+    check_busy(study, spec, store)  # finished: nothing to say
+
+
 def test_report_of_a_sweep_that_never_ran_says_so_and_creates_nothing(tmp_path, monkeypatch, capsys):
     from kinsul.cli import main
 

@@ -28,6 +28,8 @@ from kinsul.world.language import loc_bin
 from kinsul.world.scene import sample_scene
 
 ATTRIBUTES = ("shape", "colour", "size")
+
+
 def location_bins(cfg: KinsulConfig) -> int:
     """Location bins per axis of stage 1 (0: the tower learns no positions beyond its patch embedding)."""
     if cfg.pretrain.location_bins is not None:

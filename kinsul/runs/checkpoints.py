@@ -102,13 +102,18 @@ class SafeCheckpointIO(TorchCheckpointIO):
             _fsync_dir(path.parent)
             if path.stat().st_size != size:
                 raise OSError(f"wrote {size} bytes, the file holds {path.stat().st_size}")
-        except OSError as e:
+        except (OSError, RuntimeError) as e:  # torch's zip writer reports a full disk as a RuntimeError
             tmp.unlink(missing_ok=True)
             try:
-                free = f"{shutil.disk_usage(path.parent).free / 2**20:,.0f} MiB free there"
+                free_bytes = shutil.disk_usage(path.parent).free
+                free = f"{free_bytes / 2**20:,.1f} MiB free there"
             except OSError:
-                free = "its free space unknown"
-            cause = e.strerror or str(e)
+                free_bytes, free = None, "its free space unknown"
+            if isinstance(e, OSError):
+                cause = e.strerror or str(e)
+            else:
+                full = free_bytes is not None and free_bytes < 2**20
+                cause = "the disk is full, the write stopped short" if full else "the write stopped short"
             raise CheckpointSaveError(f"could not write checkpoint '{path}' ({cause}; {free}): the run stops "
                                       "here; its last good checkpoint is what --resume continues") from None  # fmt: skip
 

@@ -29,11 +29,17 @@ def vlm_hash(cfg: KinsulConfig) -> str:
     # names, and naming the preset's own patch size changes nothing
     patch = m.dims["patch"]
     size = [m.size] if patch == SIZE_PRESETS[m.size]["patch"] else [m.size, patch]
-    recipe = dataclasses.asdict(cfg.pretrain) | {"threads": None, "eval_every": None, "checkpoint_every": None}
+    recipe = dataclasses.asdict(cfg.pretrain) | {
+        "threads": None,
+        "eval_every": None,
+        "checkpoint_every": None,
+    }
     # the domain's default bins, named or not, leave the name as it was before the field existed
     if recipe["location_bins"] in (None, default_location_bins(cfg.data.vlm_domain, cfg.data.loc_bins)):
         del recipe["location_bins"]
-    return config_hash("vlm", *size, m.fast_vocab_size, m.max_text_len, KINDS["vlm"].dataset_hash(cfg), recipe)
+    return config_hash(
+        "vlm", *size, m.fast_vocab_size, m.max_text_len, KINDS["vlm"].dataset_hash(cfg), recipe
+    )
 
 
 def vlm_name(cfg: KinsulConfig) -> str:

@@ -19,6 +19,7 @@ from kinsul import tracking
 from kinsul.config.loader import load_config
 from kinsul.config.sections import TrackingConfig
 from kinsul.fields import ConfigError
+from kinsul.sweeps.busy import SweepBusy
 from kinsul.sweeps.spec import PRUNE_METRIC, SweepSpec, load_sweep, split_overrides
 
 SWEEP_TAG = "kinsul.sweep"
@@ -154,7 +155,44 @@ def run_sweep(preset: str, overrides: list[str] = (), resume: bool = False) -> o
                            callbacks=[optuna.study.MaxTrialsCallback(spec.n_trials, states=DONE)])  # fmt: skip
     if finished(study, spec):
         client.set_terminated(parent, "FINISHED")
+    elif resume:
+        check_busy(study, spec, store)
     return study
+
+
+def heartbeat_ages(store: optuna.storages.RDBStorage, study: optuna.Study) -> dict[int, float]:
+    """Seconds since each RUNNING trial's last heartbeat, by trial number, by the database's own clock (the
+    comparison Optuna's fail_stale_trials makes). Optuna has no public reader for it: on an unknown schema,
+    no ages (the message then gives the grace period alone)."""
+    try:
+        from optuna.storages._rdb import models
+        from sqlalchemy import func
+
+        with store.scoped_session() as session:
+            now = session.execute(func.now()).scalar().replace(tzinfo=None)
+            rows = (session.query(models.TrialModel.number, models.TrialHeartbeatModel.heartbeat)
+                    .join(models.TrialHeartbeatModel, models.TrialHeartbeatModel.trial_id == models.TrialModel.trial_id)
+                    .filter(models.TrialModel.study_id == study._study_id,
+                            models.TrialModel.state == TrialState.RUNNING).all())  # fmt: skip
+        return {number: (now - beat.replace(tzinfo=None)).total_seconds() for number, beat in rows}
+    except Exception:  # noqa: BLE001 (an internal table: a newer Optuna may change it; the ages are a courtesy)
+        return {}
+
+
+def check_busy(study: optuna.Study, spec: SweepSpec, store: optuna.storages.RDBStorage) -> None:
+    """After a resumed worker ran out of queue: an unfinished study with RUNNING trials is one line, saying
+    which trials, and how long until a dead worker's trials can be re-queued."""
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if finished(study, spec) or not running:
+        return
+    grace = 2 * spec.heartbeat_s
+    ages = heartbeat_ages(store, study)
+    wait = max((grace - ages[t.number] for t in running if t.number in ages), default=grace)
+    numbers = ", ".join(str(t.number) for t in running)
+    raise SweepBusy(f"nothing left to run here, but trial(s) {numbers} of study '{study.study_name}' are RUNNING: "
+                    f"another worker is running them, or its worker died less than {grace:.0f} s ago (the "
+                    f"heartbeat grace period); if no worker runs them, --resume again in {max(wait, 1):.0f} s "
+                    "re-queues them", study)  # fmt: skip
 
 
 def child_name(sweep: str, params: dict[str, Any], number: int, by_values: bool) -> str:

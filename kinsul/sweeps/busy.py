@@ -1,0 +1,17 @@
+"""The one way a resumed sweep worker ends without work and without a finished study (light: the CLI imports it
+for every command)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SweepBusy(RuntimeError):
+    """A resumed worker found nothing to run while trials of the study are still RUNNING: another worker runs
+    them, or one died less than the heartbeat grace period ago and its trials cannot be re-queued yet."""
+
+    exit_code = 75  # EX_TEMPFAIL: try again later
+
+    def __init__(self, message: str, study: Any):
+        super().__init__(message)
+        self.study = study  # the CLI still reports what is done
