@@ -394,6 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from kinsul.runs.checkpoints import CheckpointError
         from kinsul.runs.pretrained import CorruptVLMError, PretrainedVLMNotFound
         from kinsul.strategies.base import StrategyError
+        from kinsul.tracking import RunFileError
 
         if isinstance(
             e,
@@ -406,7 +407,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             | CheckpointError
             | FileExistsError
             | FileNotFoundError
-            | BatchShapeError,
+            | BatchShapeError
+            | RunFileError,
         ):
             print(f"kinsul: {type(e).__name__}: {e}", file=sys.stderr)
             return 2

@@ -8,6 +8,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -41,7 +42,10 @@ def unknown_name_message(kind: str, name: str, known: Iterable[str]) -> str:
 
 
 def check_range(field: str, value: float, lo: float | None = None, hi: float | None = None) -> None:
-    # written so that NaN, which compares false with everything, fails it
+    # written so that NaN, which compares false with everything, fails it; a string ('nan' in a free-form
+    # mapping such as strategy.options) or a bool is not a number
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise FieldValueError(field, value, "a number")
     if not ((lo is None or value >= lo) and (hi is None or value <= hi)):
         lo_s = "-inf" if lo is None else lo
         hi_s = "inf" if hi is None else hi

@@ -7,6 +7,7 @@ Jobs log through a `Tracker` from `tracker(cfg.tracking)`: `MLflowTracker`, or `
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import urllib.error
 import urllib.request
@@ -46,6 +47,9 @@ def prepare(uri: str) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     if not uri.startswith(("http://", "https://")):
+        from kinsul.stores import check_sqlite_store
+
+        check_sqlite_store(uri, "tracking.uri", "MLflow tracking")
         return
     url = uri.rstrip("/") + "/health"
     try:
@@ -68,10 +72,20 @@ def client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+class RunFileError(ValueError):
+    """A run folder's record of its MLflow run that is not one (a damaged or edited file)."""
+
+
 def run_id_of(run_dir: Path) -> str | None:
     """The MLflow run a run folder logs into; None before its first logged start."""
     path = Path(run_dir) / RUN_ID_FILE
-    return path.read_text().strip() if path.is_file() else None
+    if not path.is_file():
+        return None
+    text = path.read_bytes().decode("utf-8", "replace").strip()
+    if not re.fullmatch(r"[0-9a-f]{32}", text):  # MLflow's run ids: 32 hex digits
+        raise RunFileError(f"'{path}' holds {text[:40]!r}, not an MLflow run id (32 hex digits): restore it, or "
+                           "delete it and the run logs into a new MLflow run")  # fmt: skip
+    return text
 
 
 class Tracker(Protocol):

@@ -124,8 +124,10 @@ def test_location_bins_set_what_the_tower_is_told_about_position(bins):
 def test_default_location_bins_keep_the_shipped_vlm_names():
     from kinsul.runs.pretrained import SHIPPED_DIR, vlm_name
 
-    for cfg in (load_config(), load_config("foreign")):
-        assert (SHIPPED_DIR / vlm_name(cfg)).is_dir(), cfg.data.vlm_domain
-    foreign = vlm_name(load_config("foreign"))
-    assert vlm_name(load_config("foreign", ["pretrain.location_bins=4"])) == foreign  # the default, named
-    assert vlm_name(load_config("foreign", ["pretrain.location_bins=2"])) != foreign
+    first_foreign = ["pretrain.location_bins=4", "pretrain.steps=3100"]  # the 4-bin recipe shipped first
+    for cfg in (load_config(), load_config("foreign"), load_config("foreign", first_foreign)):
+        assert (SHIPPED_DIR / vlm_name(cfg)).is_dir(), vlm_name(cfg)
+    # naming the domain's default (4 bins in the foreign domain) is the same recipe as leaving it unset
+    unset = load_config("foreign", ["pretrain.location_bins=null", "pretrain.steps=3100"])
+    assert vlm_name(unset) == vlm_name(load_config("foreign", first_foreign))
+    assert vlm_name(load_config("foreign")) != vlm_name(unset)

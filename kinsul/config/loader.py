@@ -69,10 +69,18 @@ def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
     for item in overrides:
         if "=" not in item:
             raise ConfigError(item, "an override must look like key.path=value")
-    try:
-        return OmegaConf.from_dotlist(list(overrides))
-    except OmegaConfBaseException as e:
-        raise ConfigError(str(overrides), f"could not parse the overrides: {e}") from e
+    import yaml
+
+    for item in overrides:  # one at a time: the error names the override that does not parse
+        try:
+            OmegaConf.from_dotlist([item])
+        except (OmegaConfBaseException, yaml.YAMLError) as e:
+            key, value = item.split("=", 1)
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ConfigError(
+                key, f"got {value!r}, which does not parse as a YAML value ({reason})"
+            ) from None
+    return OmegaConf.from_dotlist(list(overrides))
 
 
 def check_keys(layer: Any, cls: type, path: str = "") -> None:

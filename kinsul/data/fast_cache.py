@@ -21,7 +21,11 @@ def fast_tokenizer(cfg: DataSections, scale: float, vocab_size: int) -> FastToke
     root = store.dataset_dir(cfg, "robot")
     path = Path(root) / f"fast-{config_hash(scale, vocab_size, FIT_CHUNKS)}"
     if (path / "fast.json").is_file():
-        return FastTokenizer.load(path)
+        try:
+            return FastTokenizer.load(path)
+        except ValueError as e:  # a damaged cache: never re-fitted over silently, never a traceback
+            raise store.DatasetError(f"the cached FAST tokenizer '{path}' cannot be read ({str(e).split(': ', 1)[-1][:200]}): "
+                                     "delete that folder and the next run fits it again from the robot data") from None  # fmt: skip
     train = store.load(cfg, "robot")["train"]
     stride = max(1, len(train) // FIT_CHUNKS)
     subset = train.select(range(0, len(train), stride))

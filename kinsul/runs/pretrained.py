@@ -92,4 +92,9 @@ def resolve(cfg: KinsulConfig) -> Path:
 
 
 def read_meta(path: Path) -> dict:
-    return json.loads((Path(path) / META_FILE).read_text())
+    meta = Path(path) / META_FILE
+    try:
+        return json.loads(meta.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptVLMError(f"'{meta}' is not readable JSON ({e}): a damaged file; delete the folder '{path}' and "
+                              "run `kinsul pretrain-vlm` with the same configuration, or restore it") from None  # fmt: skip

@@ -33,6 +33,9 @@ def study_name(preset: str) -> str:
 
 
 def storage(spec: SweepSpec) -> optuna.storages.RDBStorage:
+    from kinsul.stores import check_sqlite_store
+
+    check_sqlite_store(spec.storage, "sweep.storage", "Optuna")
     return optuna.storages.RDBStorage(spec.storage, heartbeat_interval=spec.heartbeat_s,
                                       grace_period=2 * spec.heartbeat_s)  # fmt: skip
 
@@ -111,10 +114,16 @@ def _requeue(study: optuna.Study, spec: SweepSpec) -> None:
 
 def run_sweep(preset: str, overrides: list[str] = (), resume: bool = False) -> optuna.Study:
     spec = load_sweep(preset, list(overrides))  # every value the sweep may set is validated before any trial
+    from kinsul.stores import check_sqlite_store
+
+    check_sqlite_store(spec.storage, "sweep.storage", "Optuna")  # before the set-up lock is made beside it
     overrides, _ = split_overrides(overrides)  # what every trial gets; `sweep.*` ones went into the spec
     # heartbeats and fail_stale_trials are marked experimental; they are what makes shared resume safe
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     base = load_config(preset, overrides)
+    from kinsul.training.train import check_machine
+
+    check_machine(base.trainer)  # before any trial: every trial would fail the same way
     if not base.tracking.enabled:
         raise ConfigError("tracking.enabled", "a sweep records its trials and its report in MLflow: leave it true "
                           "(point tracking.uri at a local sqlite file to keep everything in this folder)")  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -113,6 +114,29 @@ class SignalRecorder(L.Callback):
         self.step = trainer.global_step
 
 
+def check_machine(tc) -> None:
+    """trainer.accelerator, devices and distributed against what this machine has: one line before any work,
+    not Lightning's traceback after the model is built."""
+    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    mps = int(torch.backends.mps.is_available())
+    if tc.accelerator in ("gpu", "cuda") and not cuda:
+        raise ConfigError("trainer.accelerator", f"got '{tc.accelerator}', but this machine has no CUDA device "
+                          f"(torch {torch.__version__}): use cpu or auto")  # fmt: skip
+    if tc.accelerator == "mps" and not mps:
+        raise ConfigError(
+            "trainer.accelerator", "got 'mps', but this machine has no Apple GPU: use cpu or auto"
+        )
+    on = {"gpu": "cuda", "cuda": "cuda", "mps": "mps", "cpu": "cpu"}.get(tc.accelerator)
+    on = on or ("cuda" if cuda else "mps" if mps else "cpu")
+    if tc.distributed == "fsdp" and on != "cuda":
+        raise ConfigError("trainer.distributed", f"got 'fsdp', but training runs on {on}: Lightning's FSDP needs "
+                          "CUDA devices; use ddp (CPU processes over gloo) or auto")  # fmt: skip
+    have = {"cuda": cuda, "mps": mps, "cpu": os.cpu_count() or 1}[on]
+    if tc.devices > have:
+        raise ConfigError("trainer.devices", f"got {tc.devices}, but this machine has {have} {on} "
+                          f"{'core' if on == 'cpu' else 'device'}{'s' if have != 1 else ''}")  # fmt: skip
+
+
 RUN_MARKER = ".kinsul-run"  # written into every run folder kinsul makes
 
 
@@ -136,6 +160,7 @@ def train(
     strategy = create(cfg.strategy.name, cfg.strategy.options)
     resolve_loss_weights(strategy, dict(cfg.strategy.loss_weights))  # fail before any work
     split_batch(cfg.trainer.batch_size, strategy.vlm_ratio)
+    check_machine(cfg.trainer)
     tracker = tracking.tracker(cfg.tracking)
     tracker.check()  # an unreachable server fails here, in seconds
     if cfg.trainer.threads:
