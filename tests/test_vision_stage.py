@@ -131,3 +131,4 @@ def test_default_location_bins_keep_the_shipped_vlm_names():
     unset = load_config("foreign", ["pretrain.location_bins=null", "pretrain.steps=3100"])
     assert vlm_name(unset) == vlm_name(load_config("foreign", first_foreign))
     assert vlm_name(load_config("foreign")) != vlm_name(unset)
+    assert vlm_name(load_config("paper_foreign")) == vlm_name(load_config("foreign"))  # the sweep uses it
