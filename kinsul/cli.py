@@ -25,30 +25,45 @@ def _config(args: Sequence[str]) -> KinsulConfig:
 
 
 def cmd_config(ns: argparse.Namespace) -> None:
-    print(to_yaml(_config(ns.overrides)), end="")
+    from kinsul.strategies import create
+    from kinsul.training.train import effective_strategy
+
+    cfg = _config(ns.overrides)
+    print(to_yaml(cfg), end="")
+    # the config holds only overrides (loss_weights: {} means the strategy's own): what the run trains with
+    strategy = create(cfg.strategy.name, cfg.strategy.options)
+    print(
+        f"# effective strategy '{strategy.name}' (its defaults with these overrides; logged to MLflow as effective.*):"
+    )
+    for key, value in effective_strategy(cfg, strategy).items():
+        print(f"#   {key.removeprefix('effective.')}: {value}")
 
 
 def cmd_strategies(ns: argparse.Namespace) -> None:
     """Every registered strategy (built-ins and plugins) with its package, defaults and description, and every
     loss term: what `strategy.name`, `strategy.loss_weights` and `strategy.options` can name."""
     from kinsul.strategies import available, create, losses
+    from kinsul.strategies.describe import options_of, version_of
     from kinsul.strategies.plugins import package, registry
 
-    print(f"{'strategy':<18}{'package':<16}{'loss weights':<30}{'vlm_ratio':>9}  {'decoding':<9}description")
+    print(f"{'strategy':<18}{'package':<22}{'loss weights':<30}{'vlm_ratio':>9}  {'decoding':<9}description")
     for name, ep in sorted(available().items()):
+        source = f"{package(ep)} {version_of(ep)}"
         try:
             s = create(name)
         except Exception as e:  # a broken plugin is listed with its error, not a traceback
-            print(f"{name:<18}{package(ep):<16}{type(e).__name__}: {str(e)[:80]}")
+            print(f"{name:<18}{source:<22}{type(e).__name__}: {str(e)[:80]}")
             continue
         weights = ", ".join(f"{k} {v:g}" for k, v in s.loss_weights.items())
-        print(f"{name:<18}{package(ep):<16}{weights:<30}{s.vlm_ratio:>9g}  {s.decoding:<9}{s.description}")
+        print(f"{name:<18}{source:<22}{weights:<30}{s.vlm_ratio:>9g}  {s.decoding:<9}{s.description}")
+        options = ", ".join(f"{k}: {t} = {v!r}" for k, (t, v) in options_of(s).items())
+        print(f"{'':<18}options (strategy.options.*): {options or 'set by its factory; see its package'}")
     _, conflicts = registry("kinsul.strategies")
     for name, eps in sorted(conflicts.items()):
         print(f"{name:<18}(claimed by {', '.join(package(e) for e in eps)}: name it as package:{name})")
     print(f"\n{'loss term':<18}{'package':<16}entry point")
     for name, ep in sorted(losses.available().items()):
-        print(f"{name:<18}{package(ep):<16}{ep.value}")
+        print(f"{name:<18}{f'{package(ep)} {version_of(ep)}':<16}{ep.value}")
 
 
 def cmd_data_generate(ns: argparse.Namespace) -> None:
@@ -137,6 +152,8 @@ def cmd_sweep(ns: argparse.Namespace) -> None:
         f"\nsweep '{study.study_name}': "
         + ", ".join(f"{states.count(s)} {s.lower()}" for s in sorted(set(states)))
     )
+    if busy and "COMPLETE" not in states:
+        raise busy  # nothing finished yet: no report to write
     cfg = load_config(ns.preset, split_overrides(ns.overrides)[0])
     out = Path("sweeps") / study_name(ns.preset)
     table = report(ns.preset, ns.overrides, out)
@@ -355,6 +372,34 @@ def quiet_libraries() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
+def _machine_error(e: BaseException) -> str | None:
+    """One line for an error the machine caused (a full disk, a read-only file system, a store's disk full),
+    found anywhere in the exception's chain (SQLAlchemy and MLflow wrap sqlite's own); None otherwise."""
+    import errno
+    import sqlite3
+
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (
+            errno.ENOSPC,
+            errno.EDQUOT,
+            errno.EROFS,
+            errno.EACCES,
+            errno.EPERM,
+        ):
+            where = f" ('{e.filename}')" if e.filename else ""
+            return (f"{e.strerror or e}{where}: free space or permissions under data.root, trainer.runs_dir or the "
+                    "tracking store's folder, or point them elsewhere")  # fmt: skip
+        if isinstance(e, sqlite3.OperationalError) and any(
+            s in str(e) for s in ("disk is full", "readonly database", "disk I/O error")
+        ):
+            return (f"an SQLite store could not be written ({e}): free space under the folder of tracking.uri or "
+                    "sweep.storage, or point it elsewhere")  # fmt: skip
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     quiet_libraries()
@@ -414,6 +459,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if isinstance(e, OSError) and e.filename:  # a folder that cannot be written, a full disk: one line
             print(f"kinsul: cannot use '{e.filename}': {e.strerror}", file=sys.stderr)
+            return 2
+        said = _machine_error(e)
+        if said:
+            print(f"kinsul: {said}", file=sys.stderr)
             return 2
         raise
     return 0

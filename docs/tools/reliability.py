@@ -340,7 +340,7 @@ def system_cases(root: Path) -> list[tuple[str, list[str], dict]]:
     sweep1 = ["sweep", str(root / "mini1.yaml"), data, runs, uri, "trainer.max_steps=100000"]
     return [
         ("runs folder marked immutable", ["train", "micro", data, f"trainer.runs_dir={root / 'immut-runs'}", uri, "trainer.run_name=i1"], {"immutable": "immut-runs"}),
-        ("checkpoints folder marked immutable, resumed for more steps", ["train", "micro", data, f"trainer.runs_dir={root / 'immut-ckpt'}", uri, "trainer.run_name=good", "trainer.max_steps=4", "trainer.curve_every=0", "--resume"], {"immutable": "immut-ckpt/good/checkpoints"}),
+        ("checkpoints folder marked immutable, resumed for more steps", ["train", "micro", data, f"trainer.runs_dir={root / 'immut-ckpt'}", uri, "trainer.run_name=good", "trainer.max_steps=4", "trainer.curve_every=0", "--resume"], {"immutable": "immut-ckpt/good/checkpoints", "changes": ["immut-ckpt/good/config.yaml"]}),
         ("MLflow store marked immutable", ["train", "micro", data, runs, f"tracking.uri=sqlite:///{root / 'immut.db'}", "trainer.run_name=i3"], {"immutable": "immut.db"}),
         ("Optuna store marked immutable", [*sweep, f"sweep.storage=sqlite:///{root / 'immut-optuna.db'}"], {"immutable": "immut-optuna.db"}),
         ("data folder marked immutable", ["train", "micro", f"data.root={root / 'immut-data'}", runs, uri, "trainer.run_name=i5"], {"immutable": "immut-data"}),
@@ -509,9 +509,11 @@ def run_subprocess(argv: list[str], root: Path, opts: dict) -> tuple[int | str, 
             time.sleep(0.2)
         time.sleep(0.5)
 
-    log = root / "signal.stderr"
+    log = (
+        Path(tempfile.gettempdir()) / f"kinsul-signal-{os.getpid()}.stderr"
+    )  # outside root: not a given file
     if "killed_first" in opts:  # a worker killed outright, then this input at once
-        first = start(opts["killed_first"], root / "killed.stderr")
+        first = start(opts["killed_first"], log.with_suffix(".killed"))
         wait_for(opts["wait"], first)
         first.kill()
         first.wait()
@@ -601,7 +603,9 @@ def main_(argv: list[str]) -> int:
                     code, said = run_subprocess(argv, root, opts)
                 else:
                     code, said = run_case(argv, root)
-            lost = sorted(k for k, v in before.items() if _digest(root).get(k) != v and "truncated" not in k)
+            # a case may change a file it names: the resumed run records its raised budget before its save fails
+            lost = sorted(k for k, v in before.items() if _digest(root).get(k) != v and "truncated" not in k
+                          and k not in opts.get("changes", ()))  # fmt: skip
             expected = code == opts["expect"] if "expect" in opts else code not in (0, "TRACEBACK")
             ok = expected and not lost and not (root / "pwned.txt").exists()
             bad += not ok

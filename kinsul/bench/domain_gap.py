@@ -128,18 +128,29 @@ def zero_shot_world_questions(cfg: KinsulConfig, world_cfg: KinsulConfig, sample
     return probe_accuracy(vla, VLMTensors.from_dataset(probe, tok, cfg.model.max_text_len))
 
 
+# The shipped VLMs along the gap: the world VLM, the first foreign recipe (4 frame location bins per axis: between
+# the two) and the foreign VLM of ablations/foreign.yaml (2 bins). The x axis of the insulation-against-the-gap
+# study (docs/results.md, section 9).
+VLMS = {
+    "world": (None, []),
+    "foreign-4bins": ("foreign", ["pretrain.location_bins=4", "pretrain.steps=3100"]),
+    "foreign": ("foreign", []),
+}
+
+
 def domain_gap(overrides: tuple[str, ...] = (), steps: int = 1500) -> dict:
-    """The world VLM (the default config) against the foreign one (ablations/foreign.yaml)."""
+    """The world VLM (the default config) against the foreign one (ablations/foreign.yaml), and the VLM between."""
     rows = []
     world = load_config(None, [*overrides])
-    for domain, cfg in (("world", world), ("foreign", load_config("foreign", [*overrides]))):
+    for domain, (preset, extra) in VLMS.items():
+        cfg = load_config(preset, [*extra, *overrides])
         loc = location_probe(cfg, steps=steps)
         zero = zero_shot_world_questions(cfg, world)
         rows.append({"vlm": pretrained.vlm_name(cfg), "domain": domain, "kv_location_error": loc["best_error"],
                      **{f"error_layer{i}": e for i, e in enumerate(loc["layer_errors"])},
                      "chance_error": loc["chance_error"], "world_questions_acc": zero["mean"],
                      **{f"world_{q}": a for q, a in zero.items() if q != "mean"}})  # fmt: skip
-    w, f = rows
+    w, f = rows[0], rows[-1]
     return {"value": round(f["kv_location_error"] / w["kv_location_error"], 2), "unit": "x",
             "command": "kinsul bench domain_gap",
             "goal": "the foreign VLM locates the instructed target markedly worse than the world VLM (value: its "
@@ -147,5 +158,6 @@ def domain_gap(overrides: tuple[str, ...] = (), steps: int = 1500) -> dict:
             "ok": f["kv_location_error"] > 1.25 * w["kv_location_error"],
             "details": {"world_error": w["kv_location_error"], "foreign_error": f["kv_location_error"],
                         "chance_error": w["chance_error"], "world_zero_shot": w["world_questions_acc"],
-                        "foreign_zero_shot": f["world_questions_acc"]},
+                        "foreign_zero_shot": f["world_questions_acc"],
+                        "along_the_gap": {r["domain"]: r["kv_location_error"] for r in rows}},
             "table": rows}  # fmt: skip

@@ -53,18 +53,29 @@ class VLAModule(L.LightningModule):
         self.vla, self.strategy, self.cfg, self.fast = vla, strategy, cfg, fast
         vla.gradient_checkpointing = cfg.trainer.gradient_checkpointing
         self.weights = resolve_loss_weights(strategy, dict(cfg.strategy.loss_weights))
-        self.groups = strategy.param_groups(vla)
+        try:  # the strategy meets the built model: its options checked against it, its groups taken from it
+            if hasattr(strategy, "setup"):
+                strategy.setup(vla)
+            self.groups = strategy.param_groups(vla)
+            self.frozen = strategy.frozen_modules(vla)
+        except (ValueError, KeyError, IndexError, AttributeError) as e:
+            raise StrategyError(f"strategy '{strategy.name}' does not fit this model "
+                                f"({cfg.model.family}, size {cfg.model.size}): {type(e).__name__}: {e}") from e  # fmt: skip
         trainable = {id(p) for g in self.groups for p in g.params}
         for p in vla.parameters():
             p.requires_grad_(id(p) in trainable)
-        self.frozen = strategy.frozen_modules(vla)
-        if hasattr(strategy, "setup"):
-            strategy.setup(vla)
         self.terms = setup_terms(self.weights, vla)  # every term the strategy may weigh, built once
         self.control = Control(self)
         self.val_mse = MeanMetric()
         self.val_velocity = MeanMetric()
         self.val_invalid = MeanMetric()
+
+    def trainable_counts(self) -> dict[str, int]:
+        """Parameters per strategy group, and the frozen rest (as the strategy set them up, before any step)."""
+        counts = {g.name: sum(p.numel() for p in g.params) for g in self.groups}
+        trainable = {id(p) for g in self.groups for p in g.params}
+        counts["frozen"] = sum(p.numel() for p in self.vla.parameters() if id(p) not in trainable)
+        return counts
 
     # -- training ------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:

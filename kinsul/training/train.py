@@ -34,14 +34,33 @@ from kinsul.training.module import VLAModule, resolve_loss_weights
 
 
 def make_logger(
-    cfg: KinsulConfig, run_dir: Path, strategy: Strategy, tracker: tracking.Tracker
+    cfg: KinsulConfig,
+    run_dir: Path,
+    strategy: Strategy,
+    tracker: tracking.Tracker,
+    counts: dict[str, int] | None = None,
 ) -> Logger | bool:
     # a sweep's trial is a child of the sweep's run; the role tells them apart in MLflow searches
     role = "trial" if cfg.tracking.parent_run_id else "run"
     tags = {"strategy": strategy.name, "seed": str(cfg.seed), "kinsul.role": role,
             "mlflow.note.content": strategy.description,
             "kinsul.strategy.package": strategy_package(cfg.strategy.name)}  # fmt: skip
-    return tracker.lightning_logger(run_dir, tags, flat_config(cfg))
+    params = {**flat_config(cfg), **effective_strategy(cfg, strategy)}
+    params |= {f"trainable.{group}": str(n) for group, n in (counts or {}).items()}
+    return tracker.lightning_logger(run_dir, tags, params)
+
+
+def effective_strategy(cfg: KinsulConfig, strategy: Strategy) -> dict[str, str]:
+    """What the run trains with once the strategy's defaults and the config's overrides are resolved (the config
+    holds only the overrides: `strategy.loss_weights: {}` means the strategy's own weights)."""
+    from kinsul.strategies.describe import options_of
+    from kinsul.training.module import resolve_loss_weights
+
+    weights = resolve_loss_weights(strategy, dict(cfg.strategy.loss_weights))
+    out = {f"effective.loss_weights.{k}": f"{v:g}" for k, v in weights.items()}
+    out |= {"effective.vlm_ratio": f"{strategy.vlm_ratio:g}", "effective.decoding": strategy.decoding}
+    out |= {f"effective.options.{k}": str(v) for k, (_, v) in options_of(strategy).items()}
+    return out
 
 
 def strategy_package(name: str) -> str:
@@ -137,6 +156,17 @@ def check_machine(tc) -> None:
                           f"{'core' if on == 'cpu' else 'device'}{'s' if have != 1 else ''}")  # fmt: skip
 
 
+class RecordConfig(L.Callback):
+    """A resumed run records its config (a raised budget) once its checkpoint has loaded: a resume that fails
+    before that (a damaged checkpoint, a bad run id) leaves the run folder's config.yaml as it was."""
+
+    def __init__(self, cfg: KinsulConfig, path: Path):
+        self.cfg, self.path = cfg, path
+
+    def on_train_start(self, trainer, pl_module):
+        save_config(self.cfg, self.path)
+
+
 RUN_MARKER = ".kinsul-run"  # written into every run folder kinsul makes
 
 
@@ -181,12 +211,14 @@ def train(
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / RUN_MARKER).touch()
-        save_config(cfg, run_dir / "config.yaml")
+        if not resume:
+            save_config(cfg, run_dir / "config.yaml")
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         signals = SignalRecorder()
+        record = [RecordConfig(cfg, run_dir / "config.yaml")] if resume else []
         try:
             _fit(cfg, strategy, run_dir, last if resume and last.exists() else None, tracker, progress,
-                 [signals, *callbacks])  # fmt: skip
+                 [signals, *record, *callbacks])  # fmt: skip
         except (SystemExit, KeyboardInterrupt):
             if signals.signal is None:
                 raise
@@ -207,6 +239,9 @@ def _fit(cfg: KinsulConfig, strategy: Strategy, run_dir: Path, resume_from: Path
          tracker: tracking.Tracker, progress: bool, callbacks: Sequence[L.Callback]) -> None:  # fmt: skip
     vla, tok, fast = prepare(cfg, strategy, progress)
     module = VLAModule(vla, strategy, cfg, fast)
+    counts = module.trainable_counts()
+    print(f"strategy '{strategy.name}' trains " + ", ".join(f"{g} {n:,}" for g, n in counts.items() if g != "frozen")
+          + f" parameters; {counts['frozen']:,} frozen")  # fmt: skip
     data = KinsulDataModule(cfg, strategy, tok, fast)
     tc = cfg.trainer
     ckpt_dir = run_dir / "checkpoints"
@@ -216,7 +251,7 @@ def _fit(cfg: KinsulConfig, strategy: Strategy, run_dir: Path, resume_from: Path
         devices=tc.devices,
         strategy=tc.distributed,
         precision=tc.precision,
-        logger=make_logger(cfg, run_dir, strategy, tracker),
+        logger=make_logger(cfg, run_dir, strategy, tracker, counts),
         enable_progress_bar=progress,
         enable_model_summary=False,
         val_check_interval=tc.val_every,
