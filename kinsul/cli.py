@@ -141,6 +141,8 @@ def cmd_sweep(ns: argparse.Namespace) -> None:
     from kinsul.sweeps.run import run_sweep, study_name
     from kinsul.sweeps.spec import split_overrides
 
+    if ns.dry_run:
+        return _sweep_dry_run(ns)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # its per-trial lines: the report says it better
     busy = None
     try:
@@ -167,6 +169,27 @@ def cmd_sweep(ns: argparse.Namespace) -> None:
     )
     if busy:
         raise busy
+
+
+def _sweep_dry_run(ns: argparse.Namespace) -> None:
+    """Every point validated (as the sweep does before its first trial) and listed with its run name; nothing
+    is created: no study, no MLflow run, no folder."""
+    from kinsul.sweeps.run import child_name, study_name
+    from kinsul.sweeps.spec import load_sweep
+
+    spec = load_sweep(ns.preset, list(ns.overrides))
+    name = study_name(ns.preset)
+    if spec.kind == "search":
+        print(f"sweep '{name}': a TPE search of {spec.n_trials} trials over")
+        for key, dim in spec.search.items():
+            print(f"  {key}: {dim.choices if dim.choices is not None else f'[{dim.low}, {dim.high}]'}")
+        print(f"runs: {name}-t000 ... {name}-t{spec.n_trials - 1:03d}")
+        return
+    points = spec.points()
+    print(f"sweep '{name}': {len(points)} grid points (objective {spec.objective}, storage {spec.storage})")
+    for i, point in enumerate(points):
+        values = "  ".join(f"{k}={v}" for k, v in point.items())
+        print(f"{i:4d}  {child_name(name, point, i, True):<40}  {values}")
 
 
 def cmd_report(ns: argparse.Namespace) -> None:
@@ -306,6 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("preset", help="a sweep preset under ablations/ (e.g. quick) or a YAML path")
     p.add_argument(
         "--resume", action="store_true", help="finish a killed sweep: run only missing or failed trials"
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate every point and list them with their run names; run nothing",
     )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
 

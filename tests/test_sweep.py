@@ -334,3 +334,19 @@ def test_a_speed_column_says_how_many_seeds_reached_the_target():
     assert _fmt([1500.0, 1500.0], "speed/steps_to_success") == "1.5e+03 ± 0"  # all reached: no count
     assert _fmt([None, None], "speed/steps_to_success") == "–"
     assert _fmt([0.5, None], "eval/success") == "0.5 ± 0"
+
+
+def test_dry_run_lists_every_point_with_its_run_name_and_creates_nothing(tmp_path, monkeypatch, capsys):
+    from kinsul.cli import main
+
+    preset = write_preset(tmp_path, grid="{strategy.name: [naive, ki], seed: [0, 1]}")
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", preset, "--dry-run"]) in (0, None)
+    out = capsys.readouterr().out
+    assert "4 grid points" in out
+    for run in ("mini-naive-s0", "mini-ki-s0", "mini-naive-s1", "mini-ki-s1"):
+        assert run in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mini.yaml"]  # no study, no MLflow store, no runs
+    bad = write_preset(tmp_path, grid="{strategy.name: [naive, kii], seed: [0]}")
+    assert main(["sweep", bad, "--dry-run"]) == 2  # every point validated first
+    assert "unknown strategy 'kii'" in capsys.readouterr().err
