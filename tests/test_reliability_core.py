@@ -41,7 +41,7 @@ def test_a_failed_save_stops_the_run_naming_the_file_and_leaves_the_last_good_ch
 
     monkeypatch.setattr(ckpt_lib.os, "fsync", full_disk)
     with pytest.raises(CheckpointSaveError, match=r"could not write checkpoint '.*diskfull/checkpoints/.*\.ckpt' "
-                       r"\(No space left on device; [\d,]+ MiB free there\)"):  # fmt: skip
+                       r"\(No space left on device; [\d,.]+ MiB free there\)"):  # fmt: skip
         train(cfg, progress=False)
     folder = micro_root / "runs" / "diskfull" / "checkpoints"
     assert not [p for p in folder.iterdir() if ".tmp-" in p.name]  # no partial file anywhere

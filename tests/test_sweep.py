@@ -231,7 +231,7 @@ def test_a_resumed_worker_that_finds_only_live_trials_says_how_long_to_wait(tmp_
     assert not study.get_trials(states=(TrialState.WAITING,))
     with pytest.raises(SweepBusy, match=r"trial\(s\) 0 .* RUNNING.*--resume again in (59|60) s") as e:
         check_busy(study, spec, store)
-    assert e.value.exit_code == 75
+    assert e.value.exit_code == 0  # workers of a shared sweep end this way: nothing failed
     study.tell(trial, 0.5)
     check_busy(study, spec, store)  # finished: nothing to say
 

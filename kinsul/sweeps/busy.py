@@ -10,7 +10,9 @@ class SweepBusy(RuntimeError):
     """A resumed worker found nothing to run while trials of the study are still RUNNING: another worker runs
     them, or one died less than the heartbeat grace period ago and its trials cannot be re-queued yet."""
 
-    exit_code = 75  # EX_TEMPFAIL: try again later
+    # 0: nothing failed (in a sweep split over workers this is how every worker but the last one ends); the
+    # line says which trials are still running and when a dead worker's could be re-queued
+    exit_code = 0
 
     def __init__(self, message: str, study: Any):
         super().__init__(message)
