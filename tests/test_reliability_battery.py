@@ -19,7 +19,11 @@ def _battery():
 
 
 battery = _battery()
-FAST = [(name, argv, *more) for name, argv, *more in battery.cases(Path("/nonexistent-root")) if argv[0] == "config"]
+FAST = [
+    (name, argv, *more)
+    for name, argv, *more in battery.cases(Path("/nonexistent-root"))
+    if argv[0] == "config"
+]
 
 
 def test_the_fast_part_is_most_of_the_config_battery():
