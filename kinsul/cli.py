@@ -61,9 +61,9 @@ def cmd_strategies(ns: argparse.Namespace) -> None:
     _, conflicts = registry("kinsul.strategies")
     for name, eps in sorted(conflicts.items()):
         print(f"{name:<18}(claimed by {', '.join(package(e) for e in eps)}: name it as package:{name})")
-    print(f"\n{'loss term':<18}{'package':<16}entry point")
+    print(f"\n{'loss term':<18}{'package':<22}entry point")
     for name, ep in sorted(losses.available().items()):
-        print(f"{name:<18}{f'{package(ep)} {version_of(ep)}':<16}{ep.value}")
+        print(f"{name:<18}{f'{package(ep)} {version_of(ep)}':<22}{ep.value}")
 
 
 def cmd_data_generate(ns: argparse.Namespace) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from kinsul.fields import ConfigError
 
-# tables that identify each program's store (a subset of what it creates)
 MIN_FREE = 1 << 20  # a store's writes (and sqlite's journal) need room; less than this is a full disk
+# tables that identify each program's store (a subset of what it creates)
 MARKERS = {"MLflow tracking": {"experiments", "runs", "alembic_version"}, "Optuna": {"studies", "trials"}}
 
 
@@ -25,16 +25,14 @@ def check_sqlite_store(uri: str, key: str, program: str) -> None:
     path = sqlite_file(uri)
     if path is None or str(path) in ("", ":memory:"):
         return
-    for folder in (path.parent, *path.parent.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                raise ConfigError(key, f"'{folder}' is a file, not a folder: the {program} store '{path}' cannot "
-                                  "be created under it; point the URI at a file in a folder")  # fmt: skip
-            break
-    folder = next(f for f in (path.parent.resolve(), *path.parent.resolve().parents) if f.exists())
-    if shutil.disk_usage(folder).free < MIN_FREE:
-        raise ConfigError(key, f"the {program} store '{path}' is on a full disk ({shutil.disk_usage(folder).free // 1024} "
-                          f"KiB free in '{folder}'): free space there or point the URI at another disk")  # fmt: skip
+    folder = next(f for f in (path.parent, *path.parent.parents) if f.exists())  # the one the store lands in
+    if not folder.is_dir():
+        raise ConfigError(key, f"'{folder}' is a file, not a folder: the {program} store '{path}' cannot "
+                          "be created under it; point the URI at a file in a folder")  # fmt: skip
+    free = shutil.disk_usage(folder).free
+    if free < MIN_FREE:
+        raise ConfigError(key, f"the {program} store '{path}' is on a full disk ({free // 1024} KiB free in "
+                          f"'{folder}'): free space there or point the URI at another disk")  # fmt: skip
     if not path.exists() or (path.is_file() and path.stat().st_size == 0):
         return  # a new store: the program creates it
     if not path.is_file():

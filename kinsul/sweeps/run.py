@@ -33,9 +33,6 @@ def study_name(preset: str) -> str:
 
 
 def storage(spec: SweepSpec) -> optuna.storages.RDBStorage:
-    from kinsul.stores import check_sqlite_store
-
-    check_sqlite_store(spec.storage, "sweep.storage", "Optuna")
     return optuna.storages.RDBStorage(spec.storage, heartbeat_interval=spec.heartbeat_s,
                                       grace_period=2 * spec.heartbeat_s)  # fmt: skip
 

@@ -54,7 +54,6 @@ def effective_strategy(cfg: KinsulConfig, strategy: Strategy) -> dict[str, str]:
     """What the run trains with once the strategy's defaults and the config's overrides are resolved (the config
     holds only the overrides: `strategy.loss_weights: {}` means the strategy's own weights)."""
     from kinsul.strategies.describe import options_of
-    from kinsul.training.module import resolve_loss_weights
 
     weights = resolve_loss_weights(strategy, dict(cfg.strategy.loss_weights))
     out = {f"effective.loss_weights.{k}": f"{v:g}" for k, v in weights.items()}
@@ -65,12 +64,12 @@ def effective_strategy(cfg: KinsulConfig, strategy: Strategy) -> dict[str, str]:
 
 def strategy_package(name: str) -> str:
     """'<package> <version>' of the distribution that registers the strategy (a plugin's, or kinsul's)."""
+    from kinsul.strategies.describe import version_of
     from kinsul.strategies.plugins import lookup, package
     from kinsul.strategies.registry import GROUP
 
     ep = lookup(GROUP, "strategy", "strategy.name", name)
-    dist = getattr(ep, "dist", None)
-    return f"{package(ep)} {dist.version if dist is not None else '?'}" if ep is not None else "?"
+    return f"{package(ep)} {version_of(ep)}" if ep is not None else "?"
 
 
 def flat_config(cfg: KinsulConfig) -> dict[str, str]:
