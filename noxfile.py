@@ -7,7 +7,10 @@ nox.options.sessions = ["lint", "tests"]
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    session.install("-e", ".[dev]", "-e", "tests/plugins/kinsul_anchor")  # the example strategy plugin
+    # the example plugins are part of the suite (tests/plugins/)
+    session.install(
+        "-e", ".[dev,postgres]", "-e", "tests/plugins/kinsul_anchor", "-e", "tests/plugins/kinsul_topk"
+    )
     session.run("pytest", *session.posargs)
 
 
@@ -21,7 +24,8 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """The docs site, strict: a broken link or a page missing from the nav fails the build."""
-    session.install("-e", ".[dev]", "-e", "tests/plugins/kinsul_anchor")  # the reference pages import kinsul
+    # the reference pages import kinsul and list the plugins' strategies
+    session.install("-e", ".[dev]", "-e", "tests/plugins/kinsul_anchor", "-e", "tests/plugins/kinsul_topk")
     session.run("mkdocs", "build", "--strict", *session.posargs)
 
 

@@ -143,6 +143,8 @@ def cmd_sweep(ns: argparse.Namespace) -> None:
 
     if ns.dry_run:
         return _sweep_dry_run(ns)
+    if ns.workers > 1:
+        return _sweep_workers(ns)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # its per-trial lines: the report says it better
     busy = None
     try:
@@ -171,6 +173,47 @@ def cmd_sweep(ns: argparse.Namespace) -> None:
         raise busy
 
 
+def _sweep_workers(ns: argparse.Namespace) -> int:
+    """`--workers N`: N `kinsul sweep --resume` processes on this machine, torch threads split between them;
+    Optuna's storage hands out the trials (the same command on each machine of a cluster shares the work). Each
+    worker logs to sweeps/NAME/worker-K.log; the report is printed once all have ended."""
+    import signal
+    import subprocess
+
+    from kinsul.sweeps.report import report
+    from kinsul.sweeps.run import study_name
+
+    out = Path("sweeps") / study_name(ns.preset)
+    out.mkdir(parents=True, exist_ok=True)
+    overrides = list(ns.overrides)
+    if not any(o.startswith("trainer.threads=") for o in overrides):
+        overrides.append(f"trainer.threads={max(1, len(os.sched_getaffinity(0)) // ns.workers)}")
+    cmd = [sys.executable, "-m", "kinsul", "sweep", ns.preset, "--resume", *overrides]
+    workers = []
+    for k in range(ns.workers):
+        with open(out / f"worker-{k}.log", "a") as log:
+            workers.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
+        print(f"worker {k}: pid {workers[-1].pid}, log {out / f'worker-{k}.log'}")
+
+    def forward(signum, _frame):  # each worker checkpoints its trial and exits; --resume continues them
+        for w in workers:
+            if w.poll() is None:
+                w.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        codes = [w.wait() for w in workers]
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    print(f"workers ended with exit codes {codes}")
+    try:
+        print(report(ns.preset, ns.overrides, out))
+    except FileNotFoundError as e:  # nothing finished: the workers' logs say why
+        print(e, file=sys.stderr)
+    return max(codes)
+
+
 def _sweep_dry_run(ns: argparse.Namespace) -> None:
     """Every point validated (as the sweep does before its first trial) and listed with its run name; nothing
     is created: no study, no MLflow run, no folder."""
@@ -188,7 +231,7 @@ def _sweep_dry_run(ns: argparse.Namespace) -> None:
     points = spec.points()
     print(f"sweep '{name}': {len(points)} grid points (objective {spec.objective}, storage {spec.storage})")
     for i, point in enumerate(points):
-        values = "  ".join(f"{k}={v}" for k, v in point.items())
+        values = "  ".join(spec.overrides(point))  # a variant as the keys it sets
         print(f"{i:4d}  {child_name(name, point, i, True):<40}  {values}")
 
 
@@ -335,6 +378,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="validate every point and list them with their run names; run nothing",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="start N worker processes on this machine (torch threads split between them); each resumes the "
+        "sweep on its shared storage, so the same command on several machines shares one grid",
+    )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
 
     p = verb("report", cmd_report, "print (and write) the comparison table of a sweep")
@@ -436,7 +487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kinsul.sweeps.busy import SweepBusy
 
     try:
-        ns.fn(ns)
+        code = ns.fn(ns)  # most verbs return None; `sweep --workers` its workers' worst exit code
     except RunInterrupted as e:
         again = {"train": f"kinsul train {' '.join(getattr(ns, 'overrides', []))} --resume",
                  "sweep": f"kinsul sweep {getattr(ns, 'preset', '')} {' '.join(getattr(ns, 'overrides', []))} --resume"}  # fmt: skip
@@ -493,7 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"kinsul: {said}", file=sys.stderr)
             return 2
         raise
-    return 0
+    return code if type(code) is int else 0  # a verb returning a bool or a path exits 0
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ class ConfigError(ValueError):
     """A configuration problem, found before any work starts."""
 
     def __init__(self, key: str, message: str):
-        self.key = key
+        self.key, self.message = key, message
         super().__init__(f"config key '{key}': {message}")
 
 

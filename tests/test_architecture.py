@@ -10,6 +10,7 @@ import kinsul
 ROOT = Path(kinsul.__file__).parent
 # fmt: off
 ALLOWED = {
+    "__main__": {"cli"},  # `python -m kinsul`
     "cli": {"backbones", "bench", "config", "data", "evaluation", "fields", "models", "pretraining", "runs", "strategies",
             "sweeps", "tracking", "training", "world", "tokenizers"},
     "bench": {"backbones", "config", "data", "evaluation", "fields", "models", "runs", "strategies", "tokenizers", "tracking",

@@ -1,4 +1,5 @@
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -32,6 +33,9 @@ def test_eval_prints_table_and_logs_to_the_run(trained_run, micro_root, capsys):
     client = MlflowClient(tracking_uri=f"sqlite:///{micro_root / 'mlflow.db'}")
     run = client.get_run((trained_run / "mlflow_run_id").read_text().strip())
     assert "eval/success" in run.data.metrics and run.data.metrics["speed/backbone_passes_flow"] == 1.0
+    # the smoke preset's VLM answers some probe questions: retention is a number that strategies move
+    metrics = run.data.metrics
+    assert metrics["eval/probe_acc_pretrained"] > 0 and math.isfinite(metrics["eval/retention"])
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "eval")]
     assert "eval/success_by_concept.png" in artifacts and "eval/metrics.json" in artifacts
     assert any(a.endswith(".gif") for a in artifacts)

@@ -9,53 +9,21 @@ from conftest import micro_train_config as micro
 from kinsul.cli import main
 from kinsul.training.train import train
 
-TOPK = '''
-from dataclasses import dataclass
-
-from kinsul.strategies import AxisStrategy, ParamGroup
-
-
-@dataclass
-class TopK(AxisStrategy):
-    """Stop-gradient like ki; only the top k decoder layers of the backbone train (by the FAST loss)."""
-
-    k: int = 1
-
-    def setup(self, vla):
-        layers = len(vla.lm.layers)
-        if not 1 <= self.k <= layers:
-            raise ValueError(f"strategy.options.k={self.k}: this backbone has {layers} decoder layers")
-
-    def param_groups(self, vla):
-        top = [p for layer in vla.lm.layers[-self.k:] for p in layer.parameters()]
-        return [ParamGroup("expert", list(vla.expert.parameters())), ParamGroup("top_layers", top)]
+REPO = Path(__file__).resolve().parents[1]
+# the tutorial's sweep (docs/write-a-strategy.md)
+TOPK_PRESET = REPO / "tests" / "plugins" / "kinsul_topk" / "topk.yaml"
 
 
-def topk(options=None):
-    return TopK(name="topk", description="top-k layers learn FAST tokens", loss_weights={"fm": 1.0, "fast": 1.0},
-                kv_alpha=0.0, **dict(options or {}))
-'''
-
-
-def _install(root: Path) -> None:
-    info = root / "topk_plugin-0.2.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: topk-plugin\nVersion: 0.2\n")
-    (info / "entry_points.txt").write_text("[kinsul.strategies]\ntopk = topk_plugin:topk\n")
-    (root / "topk_plugin.py").write_text(TOPK)
-
-
-def test_the_listing_shows_packages_versions_defaults_and_options(tmp_path, monkeypatch, capsys):
-    _install(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
+def test_the_listing_shows_packages_versions_defaults_and_options(capsys):
     assert main(["strategies"]) in (0, None)
     out = capsys.readouterr().out
     ki = next(line for line in out.splitlines() if line.startswith("ki "))
     assert "kinsul " in ki and "fm 1, fast 1, vlm 1" in ki and "0.25" in ki
     assert "unfreeze_at: int = 1000" in out
     topk = next(line for line in out.splitlines() if line.startswith("topk "))
-    assert "topk-plugin 0.2" in topk
+    assert "kinsul-topk 0.1.0" in topk and "fm 1, fast 1, l2sp 0.1" in topk  # the shipped example plugin
     assert "k: int = 1" in out
+    assert any(line.startswith("l2sp ") and "kinsul_topk:L2SP" in line for line in out.splitlines())
 
 
 def test_config_shows_the_effective_strategy_not_only_the_overrides(capsys):
@@ -67,11 +35,7 @@ def test_config_shows_the_effective_strategy_not_only_the_overrides(capsys):
         assert line in out, line
 
 
-def test_an_option_that_does_not_fit_the_model_is_one_line_before_any_step(
-    micro_root, tmp_path, monkeypatch, capsys
-):
-    _install(tmp_path / "plugin")
-    monkeypatch.syspath_prepend(str(tmp_path / "plugin"))
+def test_an_option_that_does_not_fit_the_model_is_one_line_before_any_step(micro_root, tmp_path, capsys):
     args = ["train", "micro", f"data.root={micro_root / 'data'}", f"trainer.runs_dir={tmp_path / 'runs'}",
             "tracking.enabled=false", "strategy.name=topk", "strategy.options.k=3", "trainer.run_name=k3"]  # fmt: skip
     assert main(args) == 2
@@ -80,19 +44,43 @@ def test_an_option_that_does_not_fit_the_model_is_one_line_before_any_step(
     assert not (tmp_path / "runs" / "k3").exists()  # nothing trained, no run folder left
 
 
-def test_trainable_counts_per_group_are_printed_and_logged(micro_root, tmp_path, monkeypatch, capsys):
+def test_trainable_counts_per_group_are_printed_and_logged(micro_root, capsys):
     from mlflow.tracking import MlflowClient
 
     from kinsul import tracking
 
-    _install(tmp_path / "plugin")
-    monkeypatch.syspath_prepend(str(tmp_path / "plugin"))
     run = train(micro(micro_root, "strategy.name=topk", "strategy.options.k=1", "trainer.max_steps=2",
                       "trainer.curve_every=0", "trainer.run_name=counts"), progress=False)  # fmt: skip
     assert "strategy 'topk' trains expert" in capsys.readouterr().out
-    params = (
-        MlflowClient(f"sqlite:///{micro_root / 'mlflow.db'}").get_run(tracking.run_id_of(run)).data.params
-    )
+    logged = MlflowClient(f"sqlite:///{micro_root / 'mlflow.db'}").get_run(tracking.run_id_of(run)).data
+    params, tags = logged.params, logged.tags
+    assert tags["kinsul.strategy.package"] == "kinsul-topk 0.1.0"  # each plugin it used, with its version
+    assert tags["kinsul.loss_term.l2sp.package"] == "kinsul-topk 0.1.0"
+    assert tags["kinsul.loss_term.fast.package"].startswith("kinsul ")
     expert, top, frozen = (int(params[f"trainable.{g}"]) for g in ("expert", "top_layers", "frozen"))
     assert expert > 0 and 0 < top < frozen
     assert params["effective.loss_weights.fast"] == "1" and params["effective.options.k"] == "1"
+
+
+def test_one_preset_sweeps_a_plugins_options_beside_a_builtin(micro_root, tmp_path, monkeypatch, capsys):
+    """The tutorial's preset: named variants (ki; topk at k 1 and 2) crossed with the seeds, one row and one run
+    per variant, and retention a number on the smoke preset (its VLM answers some probe questions)."""
+    from kinsul.sweeps.report import report
+    from kinsul.sweeps.run import run_sweep
+
+    monkeypatch.chdir(tmp_path)  # the preset's stores are relative to the working folder
+    assert main(["sweep", str(TOPK_PRESET), "--dry-run"]) in (0, None)
+    listing = capsys.readouterr().out
+    assert "topk-top2-s0" in listing and "strategy.name=topk  strategy.options.k=2  seed=0" in listing
+    overrides = [f"data.root={micro_root / 'data'}", "trainer.max_steps=2", "trainer.curve_every=0"]
+    study = run_sweep(str(TOPK_PRESET), overrides)
+    done = sorted(t.params["variant"] for t in study.trials if t.state.name == "COMPLETE")
+    assert done == ["ki", "top1", "top2"]
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert runs == ["topk-ki-s0", "topk-top1-s0", "topk-top2-s0"]
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in report(str(TOPK_PRESET), overrides)
+            .splitlines()[2:]}  # fmt: skip
+    assert sorted(rows) == ["ki", "top1", "top2"]
+    retention = -2  # the column before the pooled interval
+    for name, cells in rows.items():
+        assert cells[retention][0].isdigit(), (name, cells[retention])  # a number, not "–"

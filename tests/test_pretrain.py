@@ -18,11 +18,15 @@ from kinsul.world.language import QTYPES
 
 
 def test_pretrain_saves_loadable_model_and_resolves(tmp_path, capsys):
-    args = ["pretrain-vlm", "micro", f"data.root={tmp_path}"]
-    assert main(args) == 0
+    fast = [
+        "pretrain.steps=20",
+        "pretrain.vision_steps=6",
+        "pretrain.warmup_steps=5",
+    ]  # the shape, not the skill
+    assert main(["pretrain-vlm", "micro", f"data.root={tmp_path}", *fast]) == 0
     out = capsys.readouterr().out
     assert "probe accuracy" in out and "colour" in out and "loc" in out
-    cfg = load_config("micro", [f"data.root={tmp_path}"])
+    cfg = load_config("micro", [f"data.root={tmp_path}", *fast])
     path = pretrained.resolve(cfg)
     meta = pretrained.read_meta(path)
     assert meta["hash"] == pretrained.vlm_hash(cfg) and set(meta["probe_accuracy"]) >= {
@@ -49,7 +53,12 @@ def _weights(cfg, path):
 def test_interrupted_pretraining_resumes_to_the_same_weights(tmp_path, monkeypatch, stage, crash_step, ckpt):
     """A crash in either stage leaves that stage's checkpoint and no model; the rerun resumes and matches an
     uninterrupted run."""
-    overrides = ["pretrain.steps=16", "pretrain.vision_steps=8", "pretrain.checkpoint_every=2"]
+    overrides = [
+        "pretrain.steps=16",
+        "pretrain.vision_steps=8",
+        "pretrain.checkpoint_every=2",
+        "pretrain.warmup_steps=5",
+    ]
     ref_cfg = load_config("micro", [f"data.root={tmp_path / 'a'}", *overrides])
     reference = _weights(ref_cfg, pretrain_vlm(ref_cfg, progress=False))
 

@@ -191,6 +191,35 @@ def test_anchor_term_is_zero_at_the_pretrained_weights_and_pulls_the_backbone_ba
     assert grads_from(module, setup, {"anchor"}) == (True, False)
 
 
+def test_topk_trains_only_the_top_decoder_layers_and_l2sp_pulls_only_them_back(setup):
+    """The tutorial's plugin (tests/plugins/kinsul_topk): the flow loss reaches only the expert (stop-gradient),
+    the FAST loss only the top k decoder layers (no vision tower, connector, embeddings, lower layers); L2-SP is
+    zero at the pretrained weights and, once the top layer moved, pulls that layer back and nothing else."""
+    module = module_for("topk", setup, k=1)
+    top, lower = module.vla.lm.layers[-1], module.vla.lm.layers[0]
+    weights = dict(module.weights)  # grads_from keeps only the terms it is given
+    assert grads_from(module, setup, {"fm"}) == (False, True)
+    module.weights = dict(weights)
+    grads_from(module, setup, {"fast"})
+
+    def got(part):  # a module or a list of parameters
+        params = part.parameters() if isinstance(part, torch.nn.Module) else part
+        return any(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
+
+    parts = module.vla.adapter.parts()
+    assert got(top) and not got(lower)
+    assert not any(got(parts[p]) for p in ("vision_tower", "connector", "embeddings"))
+    *_, robot, vlm = setup
+    module.weights = dict(weights)
+    assert module.compute_losses(TrainBatch(robot))["l2sp"].item() == 0.0
+    with torch.no_grad():
+        top.mlp.up_proj.weight.add_(0.05)
+    module.weights = dict(weights)
+    grads_from(module, setup, {"l2sp"})
+    assert got(top) and not got(lower) and not got(module.vla.expert)
+    assert module_for("topk", setup, k=2).strategy.k == 2
+
+
 def test_delayed_unfreeze_switches_the_backbone_on_at_its_step(setup):
     module = module_for("delayed_unfreeze", setup, unfreeze_at=5)
     check_groups(module.vla, module.groups)  # the backbone group exists from the start, switched off

@@ -38,7 +38,9 @@ def test_the_streams_draw_what_they_drew_before_the_fold():
         stream = MixedBatches(robot, None, 16, 0.0, seed=3, pad_id=PAD, length_groups=groups)
         frames = [b.robot.actions[:, 0, 0].long().tolist() for b in itertools.islice(iter(stream), 9)]
         assert digest(frames) == expected, groups
-    cfg = load_config("micro")
+    # micro's pretraining recipe as it was when the fingerprints were recorded
+    cfg = load_config("micro", ["pretrain.batch_size=8", "pretrain.curriculum=[5,10,15]", "pretrain.steps=20",
+                                "pretrain.warmup_steps=5"])  # fmt: skip
     scenes = SceneStream(cfg, 16, 4, seed=5)
     assert digest(
         [scenes.batch(k)["token"].tolist() + scenes.batch(k)["loc_x"].tolist() for k in (0, 3)]

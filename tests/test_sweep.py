@@ -1,6 +1,8 @@
 """Sweeps on the micro preset with real Optuna sqlite storage and a real MLflow store: a grid killed and resumed,
 a TPE search with pruning killed and resumed, the report and its plots, and bad search spaces."""
 
+import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import optuna
@@ -8,11 +10,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from kinsul.config import ConfigError
+from kinsul.cli import main
+from kinsul.config import ConfigError, load_config
 from kinsul.evaluation import evaluate as evaluate_lib
 from kinsul.sweeps.pruning import TrialReport
 from kinsul.sweeps.report import report
-from kinsul.sweeps.run import run_sweep
+from kinsul.sweeps.run import child_name, run_sweep
 from kinsul.sweeps.run import storage as storage_for
 from kinsul.sweeps.spec import load_sweep
 from kinsul.training import train as train_lib
@@ -182,10 +185,11 @@ def test_report_has_a_row_per_swept_setting_not_only_per_strategy(micro_root, tm
 
 def test_resume_marks_the_child_run_of_a_dead_worker_killed(tmp_path):
     """A worker killed outright (no handler ran) leaves its Optuna trial RUNNING and its MLflow child RUNNING;
-    --resume fails the trial (no heartbeat) and marks the child run KILLED, naming why."""
+    --resume fails the trial (no heartbeat) and marks the child run KILLED, naming why, also from another
+    machine (no run folder here: the run is found under the sweep's parent by its name)."""
     import time
 
-    from kinsul.sweeps.run import _mark_killed, _requeue, child_name
+    from kinsul.sweeps.run import _mark_killed, _requeue_trial, child_name
     from kinsul.sweeps.spec import SweepSpec
 
     spec = SweepSpec(grid={"strategy.name": ["naive"], "seed": [0]}, storage=f"sqlite:///{tmp_path}/o.db",
@@ -197,15 +201,18 @@ def test_resume_marks_the_child_run_of_a_dead_worker_killed(tmp_path):
     trial.suggest_categorical("strategy.name", ["naive"])
     trial.suggest_categorical("seed", [0])
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    run_id = client.create_run(client.create_experiment("kinsul")).info.run_id
-    run_dir = (
-        tmp_path / "runs" / child_name("mini", {"strategy.name": "naive", "seed": 0}, trial.number, True)
-    )
-    run_dir.mkdir(parents=True)
-    (run_dir / "mlflow_run_id").write_text(run_id)
+    exp = client.create_experiment("kinsul")
+    parent = client.create_run(exp).info.run_id
+    name = child_name("mini", {"strategy.name": "naive", "seed": 0}, trial.number, True)
+    run_id = client.create_run(exp, run_name=name, tags={"mlflow.parentRunId": parent}).info.run_id
     time.sleep(2.5)  # past the grace period (2 x heartbeat_s) with no heartbeat: the worker is dead
-    _requeue(study, spec)
-    _mark_killed(client, study, "mini", tmp_path / "runs", by_values=True)
+
+    def on_dead_trial(study, dead):  # what run_sweep gives the storage: mark the run, queue the point again
+        _mark_killed(client, study, dead, "mini", parent, tmp_path / "runs", by_values=True)
+        _requeue_trial(study, spec, dead)
+
+    resumed = optuna.load_study(study_name="mini", storage=storage_for(spec, on_dead_trial))
+    optuna.storages.fail_stale_trials(resumed)  # a live worker's trial loop and --resume both do this
     run = client.get_run(run_id)
     assert run.info.status == "KILLED" and "worker died" in run.data.tags["error"]
     assert study.trials[0].state == TrialState.FAIL
@@ -350,3 +357,81 @@ def test_dry_run_lists_every_point_with_its_run_name_and_creates_nothing(tmp_pat
     bad = write_preset(tmp_path, grid="{strategy.name: [naive, kii], seed: [0]}")
     assert main(["sweep", bad, "--dry-run"]) == 2  # every point validated first
     assert "unknown strategy 'kii'" in capsys.readouterr().err
+
+
+def test_each_grid_point_is_validated_as_a_whole(tmp_path):
+    """A plugin's option swept under that plugin: each value fits beside the point's strategy (it was checked
+    alone against the preset's default strategy and refused); a point that does not fit is named."""
+    spec = load_sweep(
+        write_preset(tmp_path, "{strategy.name: [topk], strategy.options.k: [1, 2], seed: [0]}")
+    )
+    assert [p["strategy.options.k"] for p in spec.points()] == [1, 2]
+    with pytest.raises(ConfigError, match=r"strategy\.options\.k.*at grid point strategy\.name=naive"):
+        load_sweep(write_preset(tmp_path, "{strategy.name: [naive, topk], strategy.options.k: [1]}"))
+
+
+@pytest.mark.parametrize(
+    "section, error",
+    [
+        (
+            "grid: {strategy: [{name: ki}, {name: topk, options: {k: 1}}]}",
+            "config key 'sweep.grid.strategy': got {'name': 'ki'}, expected a number, text",
+        ),
+        ("grid: {seed: [0]}\n  variants: {ki: {strategy.name: ki, seed: 1}}", "sweep.variants.ki.seed"),
+        ("variants: {'a b': {strategy.name: ki}}", "sweep.variants.a b"),
+        ("variants: {ki: ki}", "sweep.variants.ki"),
+        ("variants: {ki: {strategy.name: kii}}", "unknown strategy 'kii'.*at grid point variant=ki"),
+    ],
+)
+def test_a_grid_value_optuna_cannot_hold_is_refused_up_front_in_one_line(tmp_path, capsys, section, error):
+    preset = tmp_path / "bad.yaml"
+    preset.write_text(f"base: micro\nsweep:\n  {section}\n  storage: sqlite:///{tmp_path}/optuna.db\n")
+    assert main(["sweep", str(preset), "--dry-run"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and re.search(error, err[0]), err
+    assert main(["sweep", str(preset)]) == 2  # the sweep itself too, before any store exists
+    assert not (tmp_path / "optuna.db").exists()
+
+
+def test_variants_cross_the_grid_with_their_own_keys_and_names(tmp_path):
+    preset = tmp_path / "v.yaml"
+    preset.write_text("""base: micro
+sweep:
+  variants:
+    ki: {strategy.name: ki}
+    half: {strategy: {name: grad_scale, options: {kv_alpha: 0.5}}}
+  grid: {seed: [0, 1]}
+""")
+    spec = load_sweep(str(preset))
+    assert spec.points() == [{"variant": v, "seed": s} for v in ("ki", "half") for s in (0, 1)]
+    assert spec.overrides({"variant": "half", "seed": 1}) == [
+        "strategy.name=grad_scale", "strategy.options.kv_alpha=0.5", "seed=1"]  # fmt: skip
+    assert child_name("v", {"variant": "half", "seed": 1}, 3, True) == "v-half-s1"
+
+
+def test_paths_in_a_preset_resolve_against_the_presets_folder(tmp_path, monkeypatch):
+    """base:, reference: and input paths (a VLM folder, a VQA folder) written in a preset are read from its
+    folder, whatever the working folder; outputs stay in the working folder."""
+    study = tmp_path / "study"
+    (study / "sub").mkdir(parents=True)
+    (study / "ends.yaml").write_text("base: micro\nsweep: {grid: {strategy.name: [naive], seed: [0]}}\n")
+    (study / "sub" / "inner.yaml").write_text("""base: ../ends.yaml
+model: {pretrained_path: ../my_vlm}
+data: {vqa_path: vqa}
+sweep:
+  grid: {strategy.name: [naive], strategy.options.backbone_lr_scale: [0.1], seed: [0]}
+  reference: {../ends.yaml: [naive]}
+""")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config("../study/sub/inner.yaml")
+    assert Path(cfg.model.pretrained_path).resolve() == study / "my_vlm"
+    assert Path(cfg.data.vqa_path).resolve() == study / "sub" / "vqa"
+    assert cfg.trainer.runs_dir == "runs" and cfg.data.root == "data"  # outputs: the working folder
+    spec = load_sweep("../study/sub/inner.yaml")
+    assert [Path(k).resolve() for k in spec.reference] == [study / "ends.yaml"]
+    assert (
+        load_config("../study/sub/inner.yaml", ["model.pretrained_path=cli_vlm"]).model.pretrained_path
+        == "cli_vlm"
+    )

@@ -1,6 +1,7 @@
 """Reference pages generated from the code, so they cannot drift: the configuration (every field of the config
 dataclasses, its default and the comment beside it in the source) and the CLI (each verb's --help).
-Used by the mkdocs hook (docs/tools/hooks.py); `python docs/tools/reference.py OUT_DIR` writes them by hand."""
+Used by the mkdocs hook (docs/tools/hooks.py); `python docs/tools/reference.py docs/reference` writes them by hand.
+The pages are committed, so they read in a checkout too; a test keeps them equal to this output."""
 
 from __future__ import annotations
 
@@ -64,9 +65,24 @@ def config_reference() -> str:
 
 
 def cli_reference() -> str:
+    """Each verb's --help at a fixed width (argparse wraps at the terminal's, from COLUMNS), so the committed
+    page is the same whoever generates it."""
+    import os
+
     from kinsul.cli import build_parser
 
-    parser = build_parser()
+    columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100"
+    try:
+        return _cli_reference(build_parser())
+    finally:
+        if columns is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = columns
+
+
+def _cli_reference(parser) -> str:
     lines = ["# CLI reference", "", "Generated from `kinsul --help` and each verb's `--help`.", "",
              "```text", parser.format_help().rstrip(), "```", ""]  # fmt: skip
     sub = next(a for a in parser._actions if isinstance(a, type(parser._subparsers._group_actions[0])))

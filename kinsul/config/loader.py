@@ -45,6 +45,22 @@ def preset_path(name: str) -> Path:
     return path
 
 
+# Input paths a preset may name: relative ones are read from the preset's folder, so a study folder with its
+# preset, VLM and data works from any working folder. Outputs (data.root, trainer.runs_dir, tracking.uri,
+# sweep.storage) stay relative to the working folder, where `kinsul report` and `kinsul ui` look for them.
+PRESET_RELATIVE = ("model.pretrained_path", "data.vqa_path")
+
+
+def is_preset_file(name: str) -> bool:
+    return Path(name).suffix in (".yaml", ".yml")
+
+
+def relative_to_preset(preset: Path, value: str) -> str:
+    """``value`` (a path written in ``preset``) as a path that works from the working folder."""
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else preset.parent / path)
+
+
 def _load_preset(name: str, seen: tuple[str, ...] = ()) -> list[DictConfig]:
     """A preset may name a ``base`` preset it refines; returns the layers, base first."""
     path = preset_path(name)
@@ -57,12 +73,20 @@ def _load_preset(name: str, seen: tuple[str, ...] = ()) -> list[DictConfig]:
             "preset", f"'{path}' must hold a mapping of config keys, got {type(layer).__name__}"
         )
     layer.pop("sweep", None)  # a sweep preset's own section; the rest is an ordinary run preset
+    for key in PRESET_RELATIVE:
+        value = OmegaConf.select(layer, key, default=None)
+        if isinstance(value, str):
+            OmegaConf.update(layer, key, relative_to_preset(path, value))
     base = layer.pop("base", None)
+    if base is not None and is_preset_file(str(base)):
+        base = relative_to_preset(path, str(base))
     if base is None:
         return [layer]
-    if base in seen:
-        raise ConfigError("base", f"preset '{name}' inherits from itself through {' -> '.join(seen)}")
-    return [*_load_preset(str(base), (*seen, name)), layer]
+    chain = (*seen, str(path.resolve()))  # files, not names: a preset named two ways is one preset
+    if str(preset_path(str(base)).resolve()) in chain:
+        raise ConfigError("base", f"preset '{name}' inherits from itself through "
+                          f"{' -> '.join(Path(p).stem for p in chain)} -> {Path(str(base)).stem}")  # fmt: skip
+    return [*_load_preset(str(base), chain), layer]
 
 
 def _parse_overrides(overrides: Sequence[str]) -> DictConfig:

@@ -102,6 +102,9 @@ class TrainerConfig:
     # backbone (about a third more compute); the same gradients
     gradient_checkpointing: bool = False
     devices: int = 1  # devices per node
+    nodes: int = (
+        1  # machines (Lightning's num_nodes); torchrun or SLURM starts the processes (docs/scaling-out.md)
+    )
     distributed: str = "auto"  # Lightning strategy: auto | ddp | fsdp
     runs_dir: str = "runs"  # run folders live here: runs/<run_name>/
     # empty: <strategy>-s<seed>-<config hash>; a folder name, never a path
@@ -133,6 +136,7 @@ class TrainerConfig:
         check_range("val_samples", self.val_samples, 1, 1024)
         check_range("checkpoint_every", self.checkpoint_every, 1, 10_000_000)
         check_range("devices", self.devices, 1, 4096)
+        check_range("nodes", self.nodes, 1, 100_000)
         check_range("threads", self.threads, 0, 1024)
         check_choice("precision", self.precision, ["32-true", "bf16-mixed", "16-mixed", "bf16-true"])
         check_choice("distributed", self.distributed, ["auto", "ddp", "fsdp"])

@@ -18,7 +18,7 @@ from kinsul.config.schema import KinsulConfig
 from kinsul.evaluation.rollouts import wilson
 from kinsul.sweeps.plots import TrialRun, all_plots
 from kinsul.sweeps.run import SWEEP_TAG, storage, study_name
-from kinsul.sweeps.spec import PRUNE_METRIC, SweepSpec, load_sweep, split_overrides
+from kinsul.sweeps.spec import PRUNE_METRIC, VARIANT, SweepSpec, load_sweep, split_overrides
 
 COLUMNS = [
     ("speed/steps_to_success", "steps to success"),
@@ -90,8 +90,10 @@ def _pooled_ci(runs: list[TrialRun]) -> str:
 
 
 def group_keys(spec: SweepSpec) -> list[str]:
-    """The swept keys besides strategy and seed: a row per combination (e.g. strategy.options.kv_alpha)."""
-    return [k for k in spec.grid if k not in ("strategy.name", "seed")]
+    """The swept keys besides strategy (or variant) and seed: a row per combination (e.g.
+    strategy.options.kv_alpha)."""
+    named = ("seed",) if spec.variants else ("strategy.name", "seed")
+    return [k for k in spec.grid if k not in named]
 
 
 def collect(preset: str, cfg: KinsulConfig, spec: SweepSpec) -> dict[str, list[TrialRun]]:
@@ -115,7 +117,9 @@ def collect(preset: str, cfg: KinsulConfig, spec: SweepSpec) -> dict[str, list[T
             continue
         max_steps = int(run.data.params.get("trainer.max_steps", 0))
         run_id = run.info.run_id
-        label = " ".join([run.data.tags.get("strategy", "?"),
+        # a variant by its name, otherwise the strategy
+        name = run.data.tags.get(f"sweep.{VARIANT}") or run.data.tags.get("strategy", "?")
+        label = " ".join([name,
                           *(f"{k.rsplit('.', 1)[-1]}={run.data.params.get(k, '–')}" for k in keys)])  # fmt: skip
         groups.setdefault(label, []).append(
             TrialRun(_final_metrics(client, run), _history(client, run_id, "val/velocity_mse"), max_steps,
@@ -135,7 +139,7 @@ def trials_table(spec: SweepSpec, preset: str) -> str:
     """A search's trials: completed ones best first, then pruned ones (their value is the validation error
     where they stopped, not comparable with a completed trial's objective), then the rest."""
     study = optuna.load_study(study_name=study_name(preset), storage=storage(spec))
-    keys = list(spec.search or spec.grid)
+    keys = list(spec.search or spec.space())
     order = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1}
     sign = -1 if spec.direction == "maximize" else 1
     trials = sorted(

@@ -5,17 +5,42 @@ pruning on validation, and where the study lives."""
 from __future__ import annotations
 
 import itertools
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 from omegaconf import OmegaConf
 
-from kinsul.config.loader import load_config, preset_path
+from kinsul.config.loader import is_preset_file, load_config, preset_path, relative_to_preset
 from kinsul.fields import ConfigError, FieldValueError, check_choice, check_range
-from kinsul.strategies import create
 
 PRUNE_METRIC = "val/velocity_mse"  # what the pruner compares between trials (lower is better; grounded)
+# the grid parameter that names one of `sweep.variants` (Optuna stores the name, not the mapping)
+VARIANT = "variant"
+GRID_VALUE = "a number, text, true/false or null (an Optuna categorical value)"
+NAME = re.compile(r"[A-Za-z0-9][\w.+=,@-]*")  # a variant name becomes part of a run (folder) name
+
+
+def flatten(mapping: dict, prefix: str = "") -> dict[str, Any]:
+    """{strategy: {name: topk, options: {k: 1}}} and {strategy.name: topk, strategy.options.k: 1} alike, as
+    dotted config keys."""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{full}."))
+        else:
+            out[full] = value
+    return out
+
+
+def override(key: str, value: Any) -> str:
+    """A config override `key=value` that parses back to ``value`` (a list or mapping as YAML flow style)."""
+    if isinstance(value, list | dict):
+        return f"{key}={json.dumps(value)}"  # JSON is YAML flow style
+    return f"{key}={'null' if value is None else value}"
 
 
 @dataclass
@@ -63,7 +88,9 @@ def check_storage(url: str) -> None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-    expected = "an Optuna RDB URL: sqlite:///optuna.db, or postgresql://user:pass@host/db for many machines"
+    expected = (
+        "an Optuna RDB URL: sqlite:///optuna.db, or postgresql+psycopg://user:pass@host/db for many machines"
+    )
     try:
         dialect = make_url(url).get_dialect()
     except (ArgumentError, NoSuchModuleError, ValueError):
@@ -71,9 +98,8 @@ def check_storage(url: str) -> None:
     try:
         dialect.import_dbapi()
     except ImportError as e:
-        package = {"psycopg2": "psycopg2-binary", "pymysql": "pymysql", "MySQLdb": "mysqlclient"}.get(
-            e.name, e.name
-        )
+        package = {"psycopg": "'kinsul[postgres]'", "psycopg2": "psycopg2-binary", "pymysql": "pymysql",
+                   "MySQLdb": "mysqlclient"}.get(e.name, e.name)  # fmt: skip
         raise FieldValueError("storage", url, f"{expected}; its database driver is not installed "
                               f"(pip install {package})") from None  # fmt: skip
 
@@ -81,6 +107,9 @@ def check_storage(url: str) -> None:
 @dataclass
 class SweepSpec:
     grid: dict[str, list[Any]] = field(default_factory=dict)  # config key -> values (full product)
+    # Named settings, each a mapping of config keys (e.g. a strategy with its own options: {strategy.name: topk,
+    # strategy.options.k: 1}); the grid crosses them with `grid` (e.g. seeds). A row and a run name per variant.
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     search: dict[str, SearchDim] = field(default_factory=dict)  # config key -> range or choices (TPE)
     n_trials: int = 0  # search only: trials to complete (pruned ones count)
     startup_trials: int = 5  # search only: random trials before TPE models the objective
@@ -101,9 +130,10 @@ class SweepSpec:
         check_range("heartbeat_s", self.heartbeat_s, 1, 86_400)
         check_range("startup_trials", self.startup_trials, 0, 100_000)
         check_range("prune_warmup_steps", self.prune_warmup_steps, 0, 10_000_000)
-        if bool(self.grid) == bool(self.search):
-            raise FieldValueError("grid/search", (self.grid, self.search),
-                                  "exactly one of `grid` (values to cross) or `search` (ranges for TPE)")  # fmt: skip
+        if bool(self.grid or self.variants) == bool(self.search):
+            raise FieldValueError("grid/search", (self.grid, self.search), "exactly one of `grid` and/or `variants` "
+                                  "(values to cross) or `search` (ranges for TPE)")  # fmt: skip
+        self._check_grid()
         if self.search:
             check_range("n_trials", self.n_trials, 1, 1_000_000)
         check_storage(self.storage)
@@ -117,20 +147,63 @@ class SweepSpec:
             raise FieldValueError("pruner", self.pruner,
                                   f"'none' unless direction is 'minimize' (the pruner compares {PRUNE_METRIC})")  # fmt: skip
 
+    def _check_grid(self) -> None:
+        """What Optuna's grid can hold, refused up front: each value a categorical, each variant a named mapping
+        of config keys that no grid key sets again."""
+        if VARIANT in self.grid:
+            raise FieldValueError(f"grid.{VARIANT}", self.grid[VARIANT], "no grid key named 'variant': list named "
+                                  "settings under sweep.variants")  # fmt: skip
+        for key, values in self.grid.items():
+            if not isinstance(values, list) or not values:
+                raise FieldValueError(f"grid.{key}", values, "a non-empty list of values")
+            for value in values:
+                if not isinstance(value, bool | int | float | str | None):
+                    raise FieldValueError(f"grid.{key}", value, f"{GRID_VALUE}; to sweep settings of several "
+                                          "keys together (a strategy with its own options), name each under "
+                                          "sweep.variants")  # fmt: skip
+        if not isinstance(self.variants, dict):
+            raise FieldValueError("variants", self.variants, "a mapping of names to mappings of config keys")
+        for name, setting in self.variants.items():
+            if not NAME.fullmatch(str(name)):
+                raise FieldValueError(f"variants.{name}", name, "a name of letters, digits and . _ - + = , @ "
+                                      "(it becomes part of the run names)")  # fmt: skip
+            if not isinstance(setting, dict) or not setting:
+                raise FieldValueError(f"variants.{name}", setting, "a non-empty mapping of config keys to values, "
+                                      "e.g. {strategy.name: topk, strategy.options.k: 1}")  # fmt: skip
+            for key in flatten(setting):
+                if key in self.grid or key.split(".")[0] in self.grid:
+                    raise FieldValueError(f"variants.{name}.{key}", setting, f"a key the grid does not also set "
+                                          f"(sweep.grid.{key} sets it for every point)")  # fmt: skip
+
     @property
     def kind(self) -> str:
-        return "grid" if self.grid else "search"
+        return "grid" if self.grid or self.variants else "search"
+
+    def space(self) -> dict[str, list[Any]]:
+        """The grid sampler's search space: the variants' names crossed with the grid."""
+        return {**({VARIANT: list(self.variants)} if self.variants else {}), **self.grid}
 
     def points(self) -> list[dict[str, Any]]:
-        """Every grid point (empty for a search)."""
-        if not self.grid:
+        """Every grid point (empty for a search), as the trial's parameters (a variant by its name)."""
+        space = self.space()
+        if not space:
             return []
-        keys = list(self.grid)
-        return [dict(zip(keys, values, strict=True)) for values in itertools.product(*self.grid.values())]
+        keys = list(space)
+        return [dict(zip(keys, values, strict=True)) for values in itertools.product(*space.values())]
+
+    def overrides(self, params: dict[str, Any]) -> list[str]:
+        """A trial's parameters as config overrides: a variant expands to its own keys."""
+        out = []
+        for key, value in params.items():
+            if key == VARIANT:
+                out += [override(k, v) for k, v in flatten(self.variants[value]).items()]
+            else:
+                out.append(override(key, value))
+        return out
 
     def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
-        if self.grid:
-            return optuna.samplers.GridSampler(self.grid, seed=seed)
+        if self.kind == "grid":
+            return optuna.samplers.GridSampler(self.space(), seed=seed)
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.startup_trials)
 
     def make_pruner(self) -> optuna.pruners.BasePruner:
@@ -139,8 +212,8 @@ class SweepSpec:
         return optuna.pruners.NopPruner()
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
-        if self.grid:
-            return {k: trial.suggest_categorical(k, v) for k, v in self.grid.items()}
+        if self.kind == "grid":
+            return {k: trial.suggest_categorical(k, v) for k, v in self.space().items()}
         return {k: dim.suggest(trial, k) for k, dim in self.search.items()}
 
 
@@ -153,11 +226,19 @@ def split_overrides(overrides) -> tuple[list[str], list[str]]:
 def _sweep_section(preset: str, seen: tuple[str, ...] = ()) -> dict | None:
     """The preset's `sweep:` section over its `base:` preset's (a preset that only changes the data or the model
     of another sweep keeps that sweep's grid)."""
-    raw = OmegaConf.to_container(OmegaConf.load(preset_path(preset)))
+    path = preset_path(preset)
+    raw = OmegaConf.to_container(OmegaConf.load(path))
     section, base = raw.get("sweep"), raw.get("base")
-    if base is None or base in seen:
+    if isinstance(section, dict) and isinstance(section.get("reference"), dict):
+        # another sweep's preset file, named as a path: from this preset's folder (see PRESET_RELATIVE)
+        section["reference"] = {relative_to_preset(path, str(k)) if is_preset_file(str(k)) else k: v
+                                for k, v in section["reference"].items()}  # fmt: skip
+    if base is not None and is_preset_file(str(base)):
+        base = relative_to_preset(path, str(base))
+    chain = (*seen, str(path.resolve()))
+    if base is None or str(preset_path(str(base)).resolve()) in chain:
         return section
-    inherited = _sweep_section(str(base), (*seen, preset))
+    inherited = _sweep_section(str(base), chain)
     if not isinstance(inherited, dict):
         return section
     if not isinstance(section, dict):
@@ -204,16 +285,11 @@ def load_sweep(preset: str, overrides: list[str] = ()) -> SweepSpec:
         raise ConfigError("sweep", f"{e}; valid keys: {list(SweepSpec.__dataclass_fields__)}") from None
     except FieldValueError as e:
         raise ConfigError(f"sweep.{e.field}", f"got {e.value!r}, expected {e.expected}") from None
-    values = dict(spec.grid)
-    for key, v in values.items():
-        if not isinstance(v, list) or not v:
-            raise ConfigError(f"sweep.grid.{key}", f"got {v!r}, expected a non-empty list of values")
-    values.update({k: dim.extremes() for k, dim in spec.search.items()})
-    for key, vs in values.items():
-        for value in vs:
-            cfg = load_config(preset, [*overrides, f"{key}={value}"])  # unknown keys / bad values fail here
-            if key == "strategy.name":
-                create(cfg.strategy.name, cfg.strategy.options)
+    for point in spec.points():  # each grid point as a whole: a value may only fit beside the point's others
+        _check_point(preset, overrides, spec, point)
+    for key, dim in spec.search.items():
+        for value in dim.extremes():
+            _check_point(preset, overrides, spec, {key: value})
     base = load_config(preset, list(overrides))
     if spec.objective.split("/")[0] not in ("eval", "val", "speed"):
         raise ConfigError("sweep.objective", f"got '{spec.objective}', expected a metric of `kinsul eval` "
@@ -225,3 +301,13 @@ def load_sweep(preset: str, overrides: list[str] = ()) -> SweepSpec:
         raise ConfigError("trainer.val_every", f"{base.trainer.val_every} >= trainer.max_steps: pruning needs "
                                                "validations during training")  # fmt: skip
     return spec
+
+
+def _check_point(preset: str, overrides: list[str], spec: SweepSpec, point: dict[str, Any]) -> None:
+    """The config a trial with these parameters would build, built now (unknown keys, bad values, a strategy's
+    options fail here), the error naming the point."""
+    try:
+        load_config(preset, [*overrides, *spec.overrides(point)])
+    except ConfigError as e:
+        where = ", ".join(f"{k}={v}" for k, v in point.items())
+        raise ConfigError(e.key, f"{e.message} (at grid point {where})") from None

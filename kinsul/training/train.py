@@ -45,6 +45,8 @@ def make_logger(
     tags = {"strategy": strategy.name, "seed": str(cfg.seed), "kinsul.role": role,
             "mlflow.note.content": strategy.description,
             "kinsul.strategy.package": strategy_package(cfg.strategy.name)}  # fmt: skip
+    # the package of each loss term it trains with (a plugin's term may come from another package)
+    tags |= {f"kinsul.loss_term.{t}.package": strategy_package(t, terms=True) for t in strategy.loss_weights}
     params = {**flat_config(cfg), **effective_strategy(cfg, strategy)}
     params |= {f"trainable.{group}": str(n) for group, n in (counts or {}).items()}
     return tracker.lightning_logger(run_dir, tags, params)
@@ -62,13 +64,17 @@ def effective_strategy(cfg: KinsulConfig, strategy: Strategy) -> dict[str, str]:
     return out
 
 
-def strategy_package(name: str) -> str:
-    """'<package> <version>' of the distribution that registers the strategy (a plugin's, or kinsul's)."""
+def strategy_package(name: str, terms: bool = False) -> str:
+    """'<package> <version>' of the distribution that registers the strategy (``terms``: the loss term) of that
+    name: a plugin's, or kinsul's."""
+    from kinsul.strategies import losses, registry
     from kinsul.strategies.describe import version_of
     from kinsul.strategies.plugins import lookup, package
-    from kinsul.strategies.registry import GROUP
 
-    ep = lookup(GROUP, "strategy", "strategy.name", name)
+    if terms:
+        ep = lookup(losses.GROUP, "loss term", "loss_weights key", name)
+    else:
+        ep = lookup(registry.GROUP, "strategy", "strategy.name", name)
     return f"{package(ep)} {version_of(ep)}" if ep is not None else "?"
 
 
@@ -153,6 +159,15 @@ def check_machine(tc) -> None:
     if tc.devices > have:
         raise ConfigError("trainer.devices", f"got {tc.devices}, but this machine has {have} {on} "
                           f"{'core' if on == 'cpu' else 'device'}{'s' if have != 1 else ''}")  # fmt: skip
+
+
+def lightning_strategy(distributed: str, strategy: Strategy) -> str:
+    """Lightning's strategy for ``trainer.distributed``. A strategy with a step hook may switch a parameter group
+    off for some steps (delayed_unfreeze): DDP must then look for parameters without a gradient each step, or
+    its reducer stops the run; others keep DDP's faster default."""
+    if distributed == "ddp" and hasattr(strategy, "on_step"):
+        return "ddp_find_unused_parameters_true"
+    return distributed
 
 
 class RecordConfig(L.Callback):
@@ -248,7 +263,8 @@ def _fit(cfg: KinsulConfig, strategy: Strategy, run_dir: Path, resume_from: Path
         max_steps=tc.max_steps,
         accelerator=tc.accelerator,
         devices=tc.devices,
-        strategy=tc.distributed,
+        num_nodes=tc.nodes,
+        strategy=lightning_strategy(tc.distributed, strategy),
         precision=tc.precision,
         logger=make_logger(cfg, run_dir, strategy, tracker, counts),
         enable_progress_bar=progress,
