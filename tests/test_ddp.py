@@ -125,3 +125,29 @@ def test_a_schedule_switches_on_both_ranks_and_a_ddp_resume_continues_exactly(mi
     _run(tmp_path, "first", again, mode="crash3")
     resumed = _run(tmp_path, "second", again, mode="resume")
     assert resumed[0]["weights"] == resumed[1]["weights"] == full[0]["weights"]
+
+
+@pytest.mark.integration
+def test_bf16_mixed_precision_trains_a_step_on_this_cpu(micro_root):
+    """bf16-mixed is autocast on CPU too: the losses stay finite and the weights move (slower than fp32 on an
+    AVX2 CPU: a GPU setting, checked here for correctness only)."""
+    from kinsul.training.train import train
+
+    run = train(micro_train_config(micro_root, "trainer.precision=bf16-mixed", "trainer.max_steps=2",
+                                   "trainer.curve_every=0", "trainer.run_name=bf16"), progress=False)  # fmt: skip
+    client = MlflowClient(f"sqlite:///{micro_root / 'mlflow.db'}")
+    run_id = (run / "mlflow_run_id").read_text().strip()
+    losses = [m.value for m in client.get_metric_history(run_id, "train/loss")]
+    assert losses and all(v == v and abs(v) < 1e6 for v in losses)
+
+
+def test_fsdp_needs_cuda_and_says_so_before_any_work(tmp_path, capsys):
+    import torch
+
+    from kinsul.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine: FSDP is allowed here (run `kinsul train gpu trainer.distributed=fsdp`)")
+    assert main(["train", "micro", "trainer.distributed=fsdp", f"trainer.runs_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "FSDP needs CUDA devices" in err[0]

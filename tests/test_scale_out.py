@@ -133,3 +133,20 @@ def test_a_worker_killed_mid_trial_leaves_its_point_to_the_other(servers, micro_
     restarted = _worker(preset, one, micro_root, url, "killed")
     assert restarted.wait(timeout=300) == 0, (one / "worker.log").read_text()[-3000:]
     assert len(optuna.load_study(study_name="killed", storage=db).trials) == len(study.trials)  # nothing ran
+
+
+@pytest.mark.integration
+def test_workers_flag_starts_local_workers_that_share_one_grid(micro_root, tmp_path):
+    """`kinsul sweep PRESET --workers 2`: two worker processes on this machine's sqlite stores, threads split,
+    every point once, one report at the end."""
+    preset = _preset(tmp_path, "local", f"sqlite:///{tmp_path / 'optuna.db'}")
+    done = subprocess.run([KINSUL, "sweep", str(preset), "--workers", "2", f"data.root={micro_root / 'data'}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "workers ended with exit codes [0, 0]" in done.stdout
+    assert "| naive | 2 |" in done.stdout and "| stop_grad | 2 |" in done.stdout
+    _done_once(optuna.load_study(study_name="local", storage=f"sqlite:///{tmp_path / 'optuna.db'}"))
+    logs = [(tmp_path / "sweeps" / "local" / f"worker-{k}.log").read_text() for k in (0, 1)]
+    assert all("Traceback" not in log for log in logs), logs
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert runs == ["local-naive-s0", "local-naive-s1", "local-stop_grad-s0", "local-stop_grad-s1"]
