@@ -35,6 +35,11 @@ def test_eval_prints_table_and_logs_to_the_run(trained_run, micro_root, capsys):
     assert "eval/success" in run.data.metrics and run.data.metrics["speed/backbone_passes_flow"] == 1.0
     # the smoke preset's VLM answers some probe questions: retention is a number that strategies move
     metrics = run.data.metrics
+    # where the trial's time went: training's phases (from training) and the evaluation's
+    for phase in ("total", "steps", "validation", "curve", "checkpoint"):
+        assert metrics[f"time/train_{phase}_s"] >= 0, phase
+    assert metrics["time/train_steps_s"] < metrics["time/train_total_s"] and metrics["time/train_step_ms"] > 0
+    assert metrics["time/eval_total_s"] >= metrics["time/eval_rollouts_s"] > 0
     assert metrics["eval/probe_acc_pretrained"] > 0 and math.isfinite(metrics["eval/retention"])
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "eval")]
     assert "eval/success_by_concept.png" in artifacts and "eval/metrics.json" in artifacts
@@ -73,7 +78,7 @@ def test_a_checkpoint_scores_the_same_whatever_the_process_rng_state(trained_run
     for state in (1, 2):  # e.g. a sweep worker after an uninterrupted vs a resumed trial
         torch.manual_seed(state)
         metrics, _ = evaluate(trained_run, overrides, log=False)
-        scores.append({k: v for k, v in metrics.items() if not k.startswith("speed/")})  # timings vary
+        scores.append({k: v for k, v in metrics.items() if not k.startswith(("speed/", "time/"))})  # timings vary
         videos.append({p.name: p.read_bytes() for p in sorted((trained_run / "eval").glob("*.gif"))})
     assert scores[0] == pytest.approx(scores[1], rel=0, abs=0, nan_ok=True)
     assert videos[0] and videos[0] == videos[1]  # the rolled-out trajectories themselves

@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, Callable[[], dict]] = {
     "bf16_step": models.bf16_step,
     "vlm_probe": models.vlm_probe,
     "strategy_steps": train.strategy_steps,
+    "step_profile": train.step_profile,
     "eval_checkpoint": models.eval_checkpoint,
     "main_job": sweep.main_job,
     "calibration": calibration.calibration,

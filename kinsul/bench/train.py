@@ -80,3 +80,71 @@ def strategy_steps(batch: int = 32, rounds: int = 12) -> dict:
     ratio = details["ki_step_ms"] / details["naive_step_ms"]
     return {"value": round(ratio, 2), "unit": "x (ki step / naive step)", "goal": "<= 1.5x", "ok": ratio <= 1.5,
             "command": "kinsul bench strategy_steps", "details": {"batch": batch, "rounds": rounds, "fast_tokens_mean": round(fast_tokens, 1), "fast_tokens_padded": round(fast_padded, 1), **details}}  # fmt: skip
+
+
+def step_profile(batch: int = 32, steps: int = 8, strategies: tuple[str, ...] = ("naive", "ki")) -> dict:
+    """Where a tiny training step's time goes, by torch.profiler over ``steps`` real batches per strategy (as
+    strategy_steps builds them): the forward pass split into the prefix (vision tower, connector, embeddings),
+    the joint layers and the rest (heads, losses, masks, RoPE), the backward pass, the AdamW step; and the
+    operators that take the most time. Profiled steps run slower than plain ones; the shares are what count."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    cfg = load_config()
+    tok = make_tokenizer(cfg)
+    m = cfg.model
+    for kind in ("robot", "vlm"):
+        store.generate(cfg, kind, progress=False)
+    fast = make_fast_tokenizer(cfg)
+    robot = RobotTensors.from_dataset(
+        store.load(cfg, "robot")["train"], tok, fast, m.max_text_len, m.max_fast_len
+    )
+    vlm_data = VLMTensors.from_dataset(store.load(cfg, "vlm")["train"], tok, m.max_text_len)
+    details: dict[str, float] = {"batch": batch, "steps": steps}
+    for name in strategies:
+        strategy = create(name)
+        torch.manual_seed(0)
+        module = VLAModule(
+            build_vla(m, tok, data_spec(cfg), with_expert=strategy.needs_expert), strategy, cfg, fast
+        )
+        stream = MixedBatches(robot, vlm_data if strategy.vlm_ratio else None, batch, strategy.vlm_ratio, 0,
+                              tok.pad_id, length_groups(cfg, strategy))  # fmt: skip
+        batches = list(itertools.islice(iter(stream), steps))
+        opt = torch.optim.AdamW([{"params": grp.params} for grp in module.groups], lr=1e-4)
+        module.train()
+        module.on_train_epoch_start()
+
+        def step(b, module=module, opt=opt):
+            with record_function("step.forward"):
+                losses = module.compute_losses(b)
+                loss = sum(module.weights[k] * v for k, v in losses.items())
+            opt.zero_grad()
+            with record_function("step.backward"):
+                loss.backward()
+            with record_function("step.optimizer"):
+                opt.step()
+
+        step(batches[0])  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for b in batches:
+                step(b)
+        events = {e.key: e for e in prof.key_averages()}
+
+        def ms(key: str, events=events) -> float:
+            return events[key].cpu_time_total / 1000 / steps if key in events else 0.0
+
+        total = ms("step.forward") + ms("step.backward") + ms("step.optimizer")
+        parts = {"forward_prefix": ms("vla.prefix"), "forward_layers": ms("vla.layers"),
+                 "forward_rest": ms("step.forward") - ms("vla.prefix") - ms("vla.layers"),
+                 "backward": ms("step.backward"), "optimizer": ms("step.optimizer")}  # fmt: skip
+        details[f"{name}_step_ms_profiled"] = round(total, 1)
+        details |= {f"{name}_{part}_pct": round(100 * v / total, 1) for part, v in parts.items()}
+        ops = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+        self_total = sum(e.self_cpu_time_total for e in ops)
+        for e in sorted(ops, key=lambda e: e.self_cpu_time_total, reverse=True)[:5]:
+            details[f"{name}_op_{e.key.removeprefix('aten::')}_pct"] = round(
+                100 * e.self_cpu_time_total / self_total, 1
+            )
+    share = details["naive_forward_layers_pct"] + details["naive_backward_pct"]
+    return {"value": round(share, 1), "unit": "% of a naive step in the joint layers' forward + the backward",
+            "goal": "profile only (where the time goes)", "ok": True, "command": "kinsul bench step_profile",
+            "details": details}  # fmt: skip

@@ -40,6 +40,7 @@ class SuccessCurve(L.Callback):
         self.reached_at: int | None = None
         self.points: list[tuple[int, float]] = []
         self.train_seconds = 0.0  # training time only: the evaluations themselves are not counted
+        self.curve_seconds = 0.0  # the curve's own rollouts, in this process (time/curve_s)
         self._tick = 0.0
 
     # -- timing: wall time of training steps, evaluation excluded --------------------------------------
@@ -63,6 +64,13 @@ class SuccessCurve(L.Callback):
     def measure(self, trainer, pl_module, step: int) -> None:
         if self.points and self.points[-1][0] == step:
             return
+        start = time.perf_counter()
+        try:
+            self._measure(trainer, pl_module, step)
+        finally:
+            self.curve_seconds += time.perf_counter() - start
+
+    def _measure(self, trainer, pl_module, step: int) -> None:
         vla = pl_module.vla
         was_training = vla.training
         policy = VLAPolicy(vla, **self.policy_args)  # puts the model in eval mode

@@ -25,6 +25,7 @@ from kinsul.models.build import build_vla, check_data_spec
 from kinsul.runs import pretrained
 from kinsul.runs.assembly import data_spec, make_tokenizer, prepare
 from kinsul.runs.checkpoints import load_checkpoint
+from kinsul.runs.clock import PhaseClock
 from kinsul.strategies import create
 
 
@@ -76,11 +77,13 @@ def evaluate(target: str | Path, overrides: list[str] = (), log: bool = True) ->
     policy = VLAPolicy(vla, tok, fast, strategy.decoding, cfg.model.flow_steps, cfg.model.max_text_len,
                        cfg.model.max_fast_len)  # fmt: skip
     specs = evaluation_specs(list(cfg.world.tasks), e.episodes, e.seed)
+    clock = PhaseClock()  # where the evaluation's time goes: time/eval_*_s
     start = time.perf_counter()
-    results = {
-        k: rollout(policy, v, cfg.world, cfg.concepts, e.execute_steps, e.batch, record=e.videos)
-        for k, v in specs.items()
-    }
+    with clock.phase("rollouts"):
+        results = {
+            k: rollout(policy, v, cfg.world, cfg.concepts, e.execute_steps, e.batch, record=e.videos)
+            for k, v in specs.items()
+        }
     steps = sum(r.steps for rs in results.values() for r in rs)
     metrics["speed/rollout_steps_per_s"] = steps / (time.perf_counter() - start)
     rates = summarize(results, cfg.headline_tasks())
@@ -89,13 +92,19 @@ def evaluate(target: str | Path, overrides: list[str] = (), log: bool = True) ->
         metrics[f"{key}_n"] = float(r["n"])
     if strategy.decoding == "fast":
         metrics["eval/fast_invalid_chunks"] = float(policy.invalid_chunks)
-    metrics.update(_offline_errors(vla, tok, fast, strategy.decoding, trained_cfg))
-    metrics.update(_retention(vla, trained_cfg))
-    metrics.update(_latency(vla, tok, cfg))
+    with clock.phase("offline"):
+        metrics.update(_offline_errors(vla, tok, fast, strategy.decoding, trained_cfg))
+    with clock.phase("retention"):
+        metrics.update(_retention(vla, trained_cfg))
+    with clock.phase("latency"):
+        metrics.update(_latency(vla, tok, cfg))
     out = run_dir / "eval"
     out.mkdir(exist_ok=True)
-    files = [*write_gifs(results["seen"] + results["heldout"], out), success_plot(rates, list(cfg.world.tasks), out),
-             write_metrics(metrics, out)]  # fmt: skip
+    with clock.phase("artifacts"):
+        files = [*write_gifs(results["seen"] + results["heldout"], out),
+                 success_plot(rates, list(cfg.world.tasks), out)]  # fmt: skip
+    metrics.update(clock.metrics("time/eval_"))
+    files.append(write_metrics(metrics, out))
     run_id = tracking.run_id_of(run_dir)
     if log and run_id:
         tracker = tracking.tracker(trained_cfg.tracking)

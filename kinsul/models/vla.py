@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function
 
 from kinsul.backbones.base import BackboneAdapter
 from kinsul.data.batch import Observation
@@ -102,8 +103,10 @@ class VLA(nn.Module):
         t: torch.Tensor | None = None,
         kv_view: KVView = identity_view,
     ) -> VLAOutput:
-        """Backbone over [prefix | suffix tokens], expert over noisy actions ``x_t`` at time ``t``."""
-        xp, pv = self.embed_prefix(obs)
+        """Backbone over [prefix | suffix tokens], expert over noisy actions ``x_t`` at time ``t``. The
+        record_function scopes name the parts in a profile (`kinsul bench step_profile`); free otherwise."""
+        with record_function("vla.prefix"):  # vision tower, connector, text embeddings
+            xp, pv = self.embed_prefix(obs)
         xb = xp if suffix_ids is None else torch.cat([xp, self.lm.embed_tokens(suffix_ids).to(xp.dtype)], 1)
         use_expert = x_t is not None
         if use_expert and self.expert is None:
@@ -117,9 +120,10 @@ class VLA(nn.Module):
         if use_expert:
             xe = self.expert.embed(x_t, t, obs.state)
             rope_e = self.expert.rotary(xe, pos_e)
-        hb, he = joint_forward(self.lm.layers, self.expert.layers if use_expert else None, xb, xe, rope_b, rope_e,
-                               mask, kv_view, n_prefix=xp.shape[1],
-                               checkpoint=self.gradient_checkpointing and self.training)  # fmt: skip
+        with record_function("vla.layers"):  # backbone and expert layers, jointly
+            hb, he = joint_forward(self.lm.layers, self.expert.layers if use_expert else None, xb, xe, rope_b,
+                                   rope_e, mask, kv_view, n_prefix=xp.shape[1],
+                                   checkpoint=self.gradient_checkpointing and self.training)  # fmt: skip
         P = xp.shape[1]
         logits = first = None
         if suffix_ids is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,16 @@ class SafeCheckpointIO(TorchCheckpointIO):
     target, its size verified. Non-finite weights are never written. A failure names the file, the cause and the
     free space, and leaves no partial file under any checkpoint's name."""
 
+    seconds = 0.0  # wall time spent writing checkpoints in this process (time/checkpoint_s)
+
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        start = time.perf_counter()
+        try:
+            self._save(checkpoint, path)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def _save(self, checkpoint: dict[str, Any], path) -> None:
         import torch
 
         path = Path(path)

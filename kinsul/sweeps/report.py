@@ -29,6 +29,7 @@ COLUMNS = [
     ("eval/success_heldout", "success held-out"),
     ("eval/language_following", "language following"),
     ("eval/retention", "retention"),
+    ("time/trial_min", "min per trial"),  # training + evaluation wall time (each phase: time/* in MLflow)
 ]
 # Chunk latency is not a column: one timing per trial is noise on a shared CPU. `kinsul bench chunk_latency`
 # times both decodings interleaved (docs/benchmarks.md).
@@ -72,7 +73,11 @@ def _final_metrics(client: MlflowClient, run) -> dict[str, float]:
     eval` now logs at that step too, but runs evaluated before 91dae37 logged at the best checkpoint's (often
     earlier) step, so for those keys the last-logged value is taken: the evaluation's, in either case."""
     metrics = dict(run.data.metrics)
-    for key in metrics:
+    if "time/train_total_s" in metrics:  # runs from before the phase timers have none
+        metrics["time/trial_min"] = (
+            metrics["time/train_total_s"] + metrics.get("time/eval_total_s", 0.0)
+        ) / 60
+    for key in list(metrics):
         if key.startswith("eval/success") and not key.endswith("_n"):
             history = client.get_metric_history(run.info.run_id, key)
             metrics[key] = max(history, key=lambda m: (m.timestamp, m.step)).value

@@ -28,7 +28,7 @@ from kinsul.runs.checkpoints import (
 from kinsul.runs.signals import RunInterrupted
 from kinsul.strategies import create
 from kinsul.strategies.base import Strategy
-from kinsul.training.callbacks import StepsToTarget
+from kinsul.training.callbacks import PhaseTimes, StepsToTarget
 from kinsul.training.datamodule import KinsulDataModule, split_batch
 from kinsul.training.module import VLAModule, resolve_loss_weights
 
@@ -277,7 +277,8 @@ def _fit(cfg: KinsulConfig, strategy: Strategy, run_dir: Path, resume_from: Path
         default_root_dir=str(run_dir),
         plugins=[SafeCheckpointIO()],
         callbacks=[
-            # first: a curve point measured at step N is in the checkpoint saved at step N
+            PhaseTimes(),  # first: it times the curve's step-0 point too
+            # next: a curve point measured at step N is in the checkpoint saved at step N
             *success_curve(cfg, strategy, tok, fast),
             BestCheckpoint(
                 dirpath=ckpt_dir, filename="best", monitor="val/velocity_mse", mode="min", save_top_k=1
