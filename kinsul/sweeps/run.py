@@ -39,7 +39,8 @@ def storage(spec: SweepSpec, on_dead_trial=None) -> optuna.storages.RDBStorage:
     for 2 x heartbeat_s) that this worker fails: Optuna calls it from every worker's trial loop and on
     --resume, and exactly one worker succeeds in failing a given trial."""
     return optuna.storages.RDBStorage(spec.storage, heartbeat_interval=spec.heartbeat_s,
-                                      grace_period=2 * spec.heartbeat_s, heartbeat_stale_trial_callback=on_dead_trial)  # fmt: skip
+                                      grace_period=2 * spec.heartbeat_s,
+                                      heartbeat_stale_trial_callback=on_dead_trial)  # fmt: skip
 
 
 def setup_lock(storage_url: str, tracking_uri: str) -> contextlib.AbstractContextManager:
@@ -53,7 +54,7 @@ def setup_lock(storage_url: str, tracking_uri: str) -> contextlib.AbstractContex
     return contextlib.nullcontext()
 
 
-def _retrying(make, what: str, attempts: int = 5):
+def _retrying(make, attempts: int = 5):
     """``make()``, again after a short wait if a concurrent worker's identical set-up made it fail (two
     workers creating Optuna's schema on a fresh PostgreSQL database: one of them loses on a unique index)."""
     from sqlalchemy.exc import DBAPIError
@@ -65,7 +66,7 @@ def _retrying(make, what: str, attempts: int = 5):
             if attempt == attempts - 1:
                 raise
             time.sleep(0.5 * (attempt + 1))
-    raise AssertionError(what)  # unreachable
+    raise AssertionError("unreachable")
 
 
 def open_study(name: str, store, spec: SweepSpec, seed: int) -> tuple[optuna.Study, bool]:
@@ -85,7 +86,7 @@ def study_parent(study: optuna.Study, created: bool, make_parent, wait_s: float 
     ``wait_s``)."""
     deadline = time.monotonic() + (0 if created else wait_s)
     while True:
-        parent = optuna.load_study(study_name=study.study_name, storage=study._storage).user_attrs.get(PARENT)
+        parent = study.user_attrs.get(PARENT)  # read from the storage at each access
         if parent:
             return parent
         if time.monotonic() >= deadline:
@@ -173,8 +174,8 @@ def _requeue_trial(study: optuna.Study, spec: SweepSpec, trial: FrozenTrial) -> 
 
 
 def _requeue(study: optuna.Study, spec: SweepSpec) -> None:
-    """Resume, once the trials of dead workers are failed: queue what is missing. A grid queues every point that is
-    neither done, running nor queued (the grid sampler counts failed points as visited); a search queues the
+    """Resume, once the trials of dead workers are failed: queue what is missing. A grid queues every point
+    that is neither done, running nor queued (the grid sampler counts failed points as visited); a search queues the
     parameters of its failed trials again. Every worker then pops the queue first. Workers resuming at once
     may queue one point twice; `_duplicate_of` lets only one of the copies run."""
     live = (*DONE, TrialState.RUNNING, TrialState.WAITING)
@@ -211,15 +212,14 @@ def run_sweep(preset: str, overrides: list[str] = (), resume: bool = False) -> o
         runs_dir, by_values = Path(base.trainer.runs_dir), spec.kind == "grid"
         sweep_parent: list[str] = []  # known once the study is open
 
-        def on_dead_trial(
-            study: optuna.Study, trial: FrozenTrial
-        ) -> None:  # this worker failed it: only this one
+        # Optuna calls this for each dead worker's trial that this worker fails (exactly one worker does)
+        def on_dead_trial(study: optuna.Study, trial: FrozenTrial) -> None:
             if sweep_parent:
                 _mark_killed(client, study, trial, name, sweep_parent[0], runs_dir, by_values)
             _requeue_trial(study, spec, trial)
 
-        store = _retrying(lambda: storage(spec, on_dead_trial), "Optuna's storage")
-        study, created = _retrying(lambda: open_study(name, store, spec, base.seed), "the study")
+        store = _retrying(lambda: storage(spec, on_dead_trial))
+        study, created = _retrying(lambda: open_study(name, store, spec, base.seed))
         exists = not created
         parent = study_parent(study, created, lambda: parent_run(client, base.tracking, name))
         sweep_parent.append(parent)
@@ -230,9 +230,8 @@ def run_sweep(preset: str, overrides: list[str] = (), resume: bool = False) -> o
                 f"study '{name}' in {spec.storage} is unfinished: pass --resume to finish it"
             )
         if resume:
-            optuna.storages.fail_stale_trials(
-                study
-            )  # dead workers' trials: on_dead_trial marks and re-queues
+            # dead workers' trials: failed here, on_dead_trial marks their runs and re-queues their points
+            optuna.storages.fail_stale_trials(study)
             _requeue(study, spec)
     objective = Objective(
         preset, overrides, spec, name, parent, client, queue_only=resume and spec.kind == "grid"
