@@ -24,6 +24,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_healthy(url: str, process: subprocess.Popen, timeout_s: float) -> bool:
+    """Poll an MLflow server's /health until it answers 200 (True), or until ``process`` exits or ``timeout_s``
+    passes (False)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+
+
 def postgres_bin() -> Path | None:
     """The server binaries of Debian's postgresql package (initdb and pg_ctl are not on PATH there)."""
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
@@ -96,19 +112,9 @@ def mlflow_server(backend: str, artifacts: Path, timeout_s: float = 120.0):
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"mlflow server did not start: {(artifacts.parent / 'mlflow-server.log').read_text()[-2000:]}"
-                )
-            time.sleep(0.5)
+        if not wait_until_healthy(url, server, timeout_s):
+            log_text = (artifacts.parent / "mlflow-server.log").read_text()[-2000:]
+            raise RuntimeError(f"mlflow server did not start: {log_text}")
         yield url
     finally:
         with contextlib.suppress(ProcessLookupError):

@@ -6,18 +6,12 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from servers import free_port, wait_until_healthy
 
 from kinsul.cli import main
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _descendants(pid: int) -> set[int]:
@@ -57,21 +51,12 @@ def test_ui_on_a_port_in_use_says_so(tmp_path, capsys):
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process tree from /proc")
 @pytest.mark.integration
 def test_ui_stops_its_server_and_workers_on_sigterm(tmp_path):
-    port = _free_port()
+    port = free_port()
     cmd = [str(Path(sys.executable).parent / "kinsul"), "ui", f"tracking.uri=sqlite:///{tmp_path / 'm.db'}",
            "--port", str(port)]  # fmt: skip
     ui = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
-        while True:  # until the server answers
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert ui.poll() is None and time.monotonic() < deadline, "the MLflow UI did not come up"
-            time.sleep(0.5)
+        assert wait_until_healthy(f"http://127.0.0.1:{port}", ui, 120), "the MLflow UI did not come up"
         spawned = _descendants(ui.pid)
         assert spawned  # the server (and its workers)
         ui.send_signal(signal.SIGTERM)

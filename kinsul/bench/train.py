@@ -19,9 +19,9 @@ from kinsul.training.datamodule import MixedBatches, length_groups
 from kinsul.training.module import VLAModule
 
 
-def strategy_steps(batch: int = 32, rounds: int = 12) -> dict:
-    """Each strategy's first training batch comes from the generated datasets through the training stream
-    (real prompts, real FAST lengths, VLM samples in the strategy's share of the batch), as in `kinsul train`."""
+def _tiny_data():
+    """(config, tokenizer, FAST tokenizer, robot train tensors, VLM train tensors) of the default (tiny) preset,
+    generating the datasets if needed."""
     cfg = load_config()
     tok = make_tokenizer(cfg)
     m = cfg.model
@@ -32,25 +32,38 @@ def strategy_steps(batch: int = 32, rounds: int = 12) -> dict:
         store.load(cfg, "robot")["train"], tok, fast, m.max_text_len, m.max_fast_len
     )
     vlm_data = VLMTensors.from_dataset(store.load(cfg, "vlm")["train"], tok, m.max_text_len)
+    return cfg, tok, fast, robot, vlm_data
+
+
+def _training_setup(name, cfg, tok, fast, robot, vlm_data, batch: int, n_batches: int):
+    """(module, its first ``n_batches`` training batches, AdamW, the stream's robot frames per batch) for one
+    strategy, seeded alike: ``batch`` samples per step, co-training strategies giving vlm_ratio of them to VLM
+    data, in one length group (padding as in training)."""
+    strategy = create(name)
+    torch.manual_seed(0)
+    module = VLAModule(build_vla(cfg.model, tok, data_spec(cfg), with_expert=strategy.needs_expert), strategy, cfg,
+                       fast)  # fmt: skip
+    stream = MixedBatches(robot, vlm_data if strategy.vlm_ratio else None, batch, strategy.vlm_ratio, 0,
+                          tok.pad_id, length_groups(cfg, strategy))  # fmt: skip
+    batches = list(itertools.islice(iter(stream), n_batches))
+    opt = torch.optim.AdamW([{"params": grp.params} for grp in module.groups], lr=1e-4)
+    module.train()
+    module.on_train_epoch_start()
+    return module, batches, opt, stream.batch_size
+
+
+def strategy_steps(batch: int = 32, rounds: int = 12) -> dict:
+    """Each strategy's first training batch comes from the generated datasets through the training stream
+    (real prompts, real FAST lengths, VLM samples in the strategy's share of the batch), as in `kinsul train`."""
+    cfg, tok, fast, robot, vlm_data = _tiny_data()
     steps, fast_tokens, fast_padded, robot_frames = {}, 0.0, 0.0, {}
     n_batches = max(cfg.trainer.length_groups, 2)
     for name in builtins():
-        strategy = create(name)
-        torch.manual_seed(0)
-        vla = build_vla(m, tok, data_spec(cfg), with_expert=strategy.needs_expert)
-        module = VLAModule(vla, strategy, cfg, fast)
-        # `batch` samples per step for every strategy; co-training strategies give vlm_ratio of them to VLM data.
-        stream = MixedBatches(robot, vlm_data if strategy.vlm_ratio else None, batch, strategy.vlm_ratio, 0,
-                              tok.pad_id, length_groups(cfg, strategy))  # fmt: skip
-        # The first `n_batches` batches of the stream in turn (one length group): padding as in training.
-        batches = list(itertools.islice(iter(stream), n_batches))
-        robot_frames[name] = stream.batch_size
+        module, batches, opt, robot_frames[name] = _training_setup(name, cfg, tok, fast, robot, vlm_data, batch,
+                                                                   n_batches)  # fmt: skip
         if name == "ki":
             fast_tokens = statistics.mean(float(b.robot.fast_mask.sum(1).float().mean()) for b in batches)
             fast_padded = statistics.mean(b.robot.fast_ids.shape[1] for b in batches)
-        opt = torch.optim.AdamW([{"params": grp.params} for grp in module.groups], lr=1e-4)
-        module.train()
-        module.on_train_epoch_start()
 
         calls = itertools.count()  # each call takes the next batch of the group
 
@@ -89,29 +102,10 @@ def step_profile(batch: int = 32, steps: int = 8, strategies: tuple[str, ...] = 
     operators that take the most time. Profiled steps run slower than plain ones; the shares are what count."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    cfg = load_config()
-    tok = make_tokenizer(cfg)
-    m = cfg.model
-    for kind in ("robot", "vlm"):
-        store.generate(cfg, kind, progress=False)
-    fast = make_fast_tokenizer(cfg)
-    robot = RobotTensors.from_dataset(
-        store.load(cfg, "robot")["train"], tok, fast, m.max_text_len, m.max_fast_len
-    )
-    vlm_data = VLMTensors.from_dataset(store.load(cfg, "vlm")["train"], tok, m.max_text_len)
+    cfg, tok, fast, robot, vlm_data = _tiny_data()
     details: dict[str, float] = {"batch": batch, "steps": steps}
     for name in strategies:
-        strategy = create(name)
-        torch.manual_seed(0)
-        module = VLAModule(
-            build_vla(m, tok, data_spec(cfg), with_expert=strategy.needs_expert), strategy, cfg, fast
-        )
-        stream = MixedBatches(robot, vlm_data if strategy.vlm_ratio else None, batch, strategy.vlm_ratio, 0,
-                              tok.pad_id, length_groups(cfg, strategy))  # fmt: skip
-        batches = list(itertools.islice(iter(stream), steps))
-        opt = torch.optim.AdamW([{"params": grp.params} for grp in module.groups], lr=1e-4)
-        module.train()
-        module.on_train_epoch_start()
+        module, batches, opt, _ = _training_setup(name, cfg, tok, fast, robot, vlm_data, batch, steps)
 
         def step(b, module=module, opt=opt):
             with record_function("step.forward"):
