@@ -49,6 +49,41 @@ def test_a_failed_save_stops_the_run_naming_the_file_and_leaves_the_last_good_ch
     assert last["global_step"] == 2 and first_non_finite(last["state_dict"]) is None
 
 
+class _InterruptsWhilePickled:
+    """Sends the process a signal while torch.save is half-way through writing the checkpoint's zip."""
+
+    def __init__(self, sig):
+        self.sig = sig
+
+    def __reduce__(self):
+        signal.raise_signal(self.sig)
+        return (int, (7,))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_in_the_middle_of_a_checkpoint_write_lands_after_the_file_is_whole(sig, tmp_path):
+    got = []
+    previous = signal.signal(signal.SIGTERM, lambda number, frame: got.append(number))  # Lightning's way: a flag
+    try:
+        path = tmp_path / "last.ckpt"
+        with pytest.raises(KeyboardInterrupt) if sig == signal.SIGINT else _no_raise():
+            ckpt_lib.SafeCheckpointIO().save_checkpoint(
+                {"state_dict": {"w": torch.ones(3)}, "global_step": 5, "late": _InterruptsWhilePickled(sig)}, path
+            )
+        assert sig == signal.SIGINT or got == [signal.SIGTERM]  # delivered once, after the write
+        loaded = torch.load(path, weights_only=False)  # the file is the test's own; its int is built by a reduce
+        assert loaded["global_step"] == 5 and loaded["late"] == 7
+        assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _no_raise():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
 def test_run_names_are_names_and_a_folder_kinsul_did_not_make_is_never_written(micro_root, tmp_path):
     for bad in ("../../x", "/abs", "..", "a/b", "tab\tname"):
         with pytest.raises(ConfigError, match="trainer.run_name"):

@@ -12,6 +12,8 @@ from typing import Any
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, OnExceptionCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from kinsul.runs.signals import deferred_signals
+
 
 class NonFiniteLossError(FloatingPointError):
     pass
@@ -88,7 +90,8 @@ class SafeCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         start = time.perf_counter()
         try:
-            self._save(checkpoint, path)
+            with deferred_signals():
+                self._save(checkpoint, path)
         finally:
             self.seconds += time.perf_counter() - start
 

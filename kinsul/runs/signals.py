@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -17,3 +20,22 @@ class RunInterrupted(KeyboardInterrupt):
         self.exit_code = self.CODES[signal]
         saved = f"checkpoint '{checkpoint}'" if checkpoint else "no checkpoint yet (it starts over)"
         super().__init__(f"{signal} at step {step}; {saved}; continue with the same command and --resume")
+
+
+@contextmanager
+def deferred_signals(signals=(signal.SIGINT, signal.SIGTERM)):
+    """Hold SIGINT and SIGTERM until the block is done, then deliver them: a Ctrl-C landing inside a checkpoint
+    write would otherwise raise in the middle of torch's zip writer (which reports it as a short write) instead of
+    at the next step. Outside the main thread, where Python cannot install handlers, the block runs as is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {s: signal.signal(s, lambda number, frame: held.append(number)) for s in signals}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for number in dict.fromkeys(held):
+            signal.raise_signal(number)
