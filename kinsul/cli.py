@@ -512,6 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"kinsul: {type(e).__name__}: {e}", file=sys.stderr)
             return 4
         from kinsul.data.batch import BatchShapeError
+        from kinsul.data.lerobot import LeRobotError
         from kinsul.data.store import DatasetError
         from kinsul.models.backbone import BackboneError
         from kinsul.models.build import ShapeMismatchError
@@ -523,6 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(
             e,
             DatasetError
+            | LeRobotError
             | BackboneError
             | ShapeMismatchError
             | PretrainedVLMNotFound

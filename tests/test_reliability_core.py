@@ -63,15 +63,20 @@ class _InterruptsWhilePickled:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_in_the_middle_of_a_checkpoint_write_lands_after_the_file_is_whole(sig, tmp_path):
     got = []
-    previous = signal.signal(signal.SIGTERM, lambda number, frame: got.append(number))  # Lightning's way: a flag
+    previous = signal.signal(
+        signal.SIGTERM, lambda number, frame: got.append(number)
+    )  # Lightning's way: a flag
     try:
         path = tmp_path / "last.ckpt"
         with pytest.raises(KeyboardInterrupt) if sig == signal.SIGINT else _no_raise():
             ckpt_lib.SafeCheckpointIO().save_checkpoint(
-                {"state_dict": {"w": torch.ones(3)}, "global_step": 5, "late": _InterruptsWhilePickled(sig)}, path
+                {"state_dict": {"w": torch.ones(3)}, "global_step": 5, "late": _InterruptsWhilePickled(sig)},
+                path,
             )
         assert sig == signal.SIGINT or got == [signal.SIGTERM]  # delivered once, after the write
-        loaded = torch.load(path, weights_only=False)  # the file is the test's own; its int is built by a reduce
+        loaded = torch.load(
+            path, weights_only=False
+        )  # the file is the test's own; its int is built by a reduce
         assert loaded["global_step"] == 5 and loaded["late"] == 7
         assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
     finally:

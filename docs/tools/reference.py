@@ -36,6 +36,21 @@ def _fmt(value) -> str:
     return f"`{text}`".replace("|", "\\|")
 
 
+def _rows(prefix: str, section) -> list[str]:
+    """A section's keys; a nested section (data.lerobot) is a row of its own followed by its keys."""
+    notes, rows = _comments(type(section)), []
+    for sub in dataclasses.fields(section):
+        value, key = getattr(section, sub.name), f"{prefix}.{sub.name}"
+        meaning = notes.get(sub.name, "").replace("|", "\\|")
+        if dataclasses.is_dataclass(value):
+            doc = " ".join((inspect.getdoc(type(value)) or "").split("\n\n")[0].split())
+            rows.append(f"| `{key}` | | {' '.join(x for x in (meaning, doc) if x)} |")
+            rows += _rows(key, value)
+        else:
+            rows.append(f"| `{key}` | {_fmt(value)} | {meaning} |")
+    return rows
+
+
 def config_reference() -> str:
     from kinsul.config.schema import KinsulConfig
 
@@ -54,10 +69,7 @@ def config_reference() -> str:
         cls = type(section)
         lines += [f"## `{f.name}`", "", (inspect.getdoc(cls) or "").split("\n\n")[0], "",
                   "| key | default | meaning |", "|---|---|---|"]  # fmt: skip
-        notes = _comments(cls)
-        for sub in dataclasses.fields(section):
-            meaning = notes.get(sub.name, "").replace("|", "\\|")
-            lines.append(f"| `{f.name}.{sub.name}` | {_fmt(getattr(section, sub.name))} | {meaning} |")
+        lines += _rows(f.name, section)
         lines.append("")
     lines += ["## Top level", "", "| key | default | meaning |", "|---|---|---|"]
     lines += [f"| `{f.name}` | {_fmt(getattr(root, f.name))} | {top.get(f.name, '')} |" for f in scalars]

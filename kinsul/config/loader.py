@@ -48,7 +48,7 @@ def preset_path(name: str) -> Path:
 # Input paths a preset may name: relative ones are read from the preset's folder, so a study folder with its
 # preset, VLM and data works from any working folder. Outputs (data.root, trainer.runs_dir, tracking.uri,
 # sweep.storage) stay relative to the working folder, where `kinsul report` and `kinsul ui` look for them.
-PRESET_RELATIVE = ("model.pretrained_path", "data.vqa_path")
+PRESET_RELATIVE = ("model.pretrained_path", "data.vqa_path", "data.lerobot.root")
 
 
 def is_preset_file(name: str) -> bool:

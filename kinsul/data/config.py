@@ -12,6 +12,8 @@ from kinsul.world.config import WorldConfig
 
 @dataclass(frozen=True)
 class SplitSizes:
+    """Rows of each split: episodes of robot data, samples of VLM data."""
+
     train: int = 0
     validation: int = 0
     probe: int = 0
@@ -19,6 +21,41 @@ class SplitSizes:
     def __post_init__(self) -> None:
         for name in ("train", "validation", "probe"):
             check_range(name, getattr(self, name), 0, 10_000_000)
+
+
+NORMALIZATIONS = ("mean_std", "min_max", "identity")
+
+
+@dataclass(frozen=True)
+class LeRobotConfig:
+    """A LeRobot dataset (format v3.0) in a local folder, mapped onto kinsul's robot frames
+    (docs/bring-your-own-data.md). Its episodes are split in order: the last ``validation_episodes`` are held out
+    for validation, the ``probe_episodes`` before them for the held-out offline error, the rest is trained on."""
+
+    root: str | None = None  # the dataset folder (holding meta/info.json); relative to the preset's folder
+    # Camera features (video or image) that make the observation image, side by side, then resized square
+    cameras: list[str] = field(default_factory=lambda: ["observation.image"])
+    state: str = "observation.state"  # a float vector feature
+    action: str = "action"  # a float vector feature
+    # Scaling of state and action by meta/stats.json: (x - mean) / std, min/max to [-1, 1], or none
+    normalize: str = "mean_std"
+    validation_episodes: int = 1  # the last episodes: validation (val/action_mse, the best checkpoint)
+    probe_episodes: int = 0  # the episodes before those: val/action_mse_heldout (NaN when 0)
+    # A decoded video frame belongs to a row when their timestamps differ by at most this (lerobot's default)
+    tolerance_s: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if self.root == "":
+            raise FieldValueError("root", self.root, "a folder path or null")
+        if not self.cameras or not all(isinstance(c, str) and c for c in self.cameras):
+            raise FieldValueError("cameras", self.cameras, "a non-empty list of camera feature names")
+        for name in ("state", "action"):
+            if not getattr(self, name):
+                raise FieldValueError(name, getattr(self, name), "a feature name")
+        check_choice("normalize", self.normalize, NORMALIZATIONS)
+        check_range("validation_episodes", self.validation_episodes, 0, 1_000_000)
+        check_range("probe_episodes", self.probe_episodes, 0, 1_000_000)
+        check_range("tolerance_s", self.tolerance_s, 0, 10)
 
 
 @dataclass(frozen=True)
@@ -50,6 +87,10 @@ class DataConfig:
     vqa_type: str = ""  # a question-type column for per-type probe accuracy ("": one type, 'vqa')
     vqa_train_split: str = "train"  # co-training samples
     vqa_probe_split: str = "test"  # the retention probe
+    # Where the robot demonstrations come from: "kinsul" (generated in KinsulWorld by its scripted expert) or
+    # "lerobot" (a LeRobot v3.0 dataset folder, the `lerobot` section)
+    robot_source: str = "kinsul"
+    lerobot: LeRobotConfig = field(default_factory=LeRobotConfig)
 
     def __post_init__(self) -> None:
         check_range("chunk_size", self.chunk_size, 1, 256)
@@ -58,6 +99,10 @@ class DataConfig:
         check_range("loc_bins", self.loc_bins, 2, 100)
         check_range("num_workers", self.num_workers, 1, 256)
         check_choice("vlm_domain", self.vlm_domain, ("world", "foreign"))
+        check_choice("robot_source", self.robot_source, ("kinsul", "lerobot"))
+        if self.robot_source == "lerobot" and not self.lerobot.root:
+            raise FieldValueError("lerobot.root", self.lerobot.root, "the LeRobot dataset folder, with "
+                                  "data.robot_source=lerobot")  # fmt: skip
         if self.vqa_path == "":
             raise FieldValueError("vqa_path", self.vqa_path, "a folder path or null")
         for name in ("vqa_image", "vqa_question", "vqa_answer", "vqa_train_split", "vqa_probe_split"):

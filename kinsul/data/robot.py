@@ -17,14 +17,14 @@ ROBOT_SPLITS = {"train": "seen", "validation": "seen", "probe": "heldout"}
 MAX_ATTEMPTS = 20  # an episode the expert fails is redrawn with the next attempt's seed
 
 
-def robot_features(chunk_size: int) -> Features:
+def robot_features(chunk_size: int, state_dim: int = STATE_DIM, action_dim: int = ACTION_DIM) -> Features:
     return Features(
         {
             "image": Image(),
-            "state": List(Value("float32"), length=STATE_DIM),
+            "state": List(Value("float32"), length=state_dim),
             "instruction": Value("string"),
             "task": Value("string"),
-            "actions": Array2D((chunk_size, ACTION_DIM), "float32"),  # a[t : t + H]
+            "actions": Array2D((chunk_size, action_dim), "float32"),  # a[t : t + H]
             "action_pad": List(Value("bool"), length=chunk_size),  # True where t + k is past the episode end
             "episode_index": Value("int32"),
             "frame_index": Value("int32"),

@@ -14,13 +14,13 @@ from datasets import Dataset, DatasetDict, Features, load_from_disk
 from datasets.utils.logging import disable_progress_bar
 from tqdm.auto import tqdm
 
-from kinsul.data import robot, vlm
+from kinsul.data import lerobot, robot, vlm
 from kinsul.data.atomic import atomic_folder
 from kinsul.data.config import DataSections
 from kinsul.fields import config_hash
 
 # Bump a kind's version when its generated content changes, so caches are rebuilt.
-GENERATOR_VERSION = {"robot": 2, "vlm": 1}
+GENERATOR_VERSION = {"robot": 2, "vlm": 1, "lerobot": 1}
 META_FILE = "kinsul_meta.json"  # written last, inside the temporary folder, before the atomic rename
 SHARD = 25  # episodes / samples per work item
 MAX_SHARD_BYTES = 500 * 2**20
@@ -38,6 +38,10 @@ class Kind:
     generate: Callable[[DataSections, str, range], dict[str, list]]
     sizes: Callable[[DataSections], dict[str, int]]
     key: Callable[[DataSections], tuple]  # the config parts the content depends on
+    # robot sources: (state_dim, action_dim) of the frames, known before they are made; and what the dataset's
+    # meta file records beside them (a source's normalisation, to undo on the policy's actions)
+    dims: Callable[[DataSections], tuple[int, int]] | None = None
+    meta: Callable[[DataSections], dict] | None = None
 
     def dataset_hash(self, cfg: DataSections) -> str:
         return config_hash(self.name, GENERATOR_VERSION[self.name], *self.key(cfg))
@@ -71,6 +75,7 @@ KINDS = {
         robot.generate_episodes,
         lambda c: dataclasses.asdict(c.data.robot_episodes),
         _robot_key,
+        dims=lambda c: (robot.STATE_DIM, robot.ACTION_DIM),
     ),
     "vlm": Kind(
         "vlm",
@@ -82,19 +87,40 @@ KINDS = {
     ),
 }
 
+# Where the robot frames come from (data.robot_source): each source makes the same columns and splits, so
+# training, evaluation and the FAST tokenizer read them alike.
+ROBOT_SOURCES = {
+    "kinsul": KINDS["robot"],
+    "lerobot": Kind(
+        "lerobot",
+        tuple(robot.ROBOT_SPLITS),
+        lambda c: robot.robot_features(c.data.chunk_size, *lerobot.dims(c)),
+        lerobot.generate_episodes,
+        lerobot.sizes,
+        lerobot.key,
+        dims=lerobot.dims,
+        meta=lerobot.meta,
+    ),
+}
+
+
+def kind_of(cfg: DataSections, kind: str) -> Kind:
+    return ROBOT_SOURCES[cfg.data.robot_source] if kind == "robot" else KINDS[kind]
+
 
 def dataset_dir(cfg: DataSections, kind: str) -> Path:
-    return Path(cfg.data.root) / f"{kind}-{KINDS[kind].dataset_hash(cfg)}"
+    k = kind_of(cfg, kind)
+    return Path(cfg.data.root) / f"{k.name}-{k.dataset_hash(cfg)}"
 
 
 def _work(args: tuple) -> tuple[str, int, dict[str, list]]:
     kind, cfg, split, start, stop = args
-    return split, start, KINDS[kind].generate(cfg, split, range(start, stop))
+    return split, start, kind_of(cfg, kind).generate(cfg, split, range(start, stop))
 
 
 def generate(cfg: DataSections, kind: str, force: bool = False, progress: bool = True) -> Path:
     """Generate (or reuse) the ``kind`` dataset for ``cfg``; returns its folder."""
-    k = KINDS[kind]
+    k = kind_of(cfg, kind)
     final = dataset_dir(cfg, kind)
     if final.exists() and not force:
         open_dataset(final, kind)  # a cached folder must still be sound
@@ -112,11 +138,11 @@ def generate(cfg: DataSections, kind: str, force: bool = False, progress: bool =
         unit="ep" if kind == "robot" else "qa",
         disable=not progress,
     )
-    with ProcessPoolExecutor(cfg.data.num_workers, mp_context=get_context("fork")) as pool:
+    with bar, ProcessPoolExecutor(cfg.data.num_workers, mp_context=get_context("fork")) as pool:
+        # the bar is closed (its line ended) also on an error, which is then printed on a line of its own
         for split, first, cols in pool.map(_work, jobs):
             parts[split].append((first, cols))
             bar.update(next(j[4] - j[3] for j in jobs if j[2] == split and j[3] == first))
-    bar.close()
     features = k.features(cfg)
     splits = {}
     for split in k.splits:
@@ -130,8 +156,9 @@ def generate(cfg: DataSections, kind: str, force: bool = False, progress: bool =
     shards = {s: 1 + d.data.nbytes // MAX_SHARD_BYTES for s, d in splits.items()}
     meta = {
         "kind": kind,
+        "source": k.name,
         "hash": digest,
-        "generator_version": GENERATOR_VERSION[kind],
+        "generator_version": GENERATOR_VERSION[k.name],
         "rows": {s: len(d) for s, d in splits.items()},
         "sizes": sizes,
         "config": {
@@ -139,6 +166,7 @@ def generate(cfg: DataSections, kind: str, force: bool = False, progress: bool =
             "concepts": dataclasses.asdict(cfg.concepts),
             "data": dataclasses.asdict(cfg.data),
         },
+        **(k.meta(cfg) if k.meta else {}),
     }
     with atomic_folder(final, overwrite=True) as tmp:  # forced regeneration swaps in the new folder
         DatasetDict(splits).save_to_disk(str(tmp), num_shards=shards)
@@ -184,7 +212,7 @@ def open_dataset(path: str | Path, kind: str | None = None) -> DatasetDict:
 def load(cfg: DataSections, kind: str) -> DatasetDict:
     """The dataset for ``cfg`` (it must have been generated), with its columns checked against the schema."""
     ds = open_dataset(dataset_dir(cfg, kind), kind)
-    features = KINDS[kind].features(cfg)
+    features = kind_of(cfg, kind).features(cfg)
     for split, d in ds.items():
         if d.features != features:
             raise DatasetError(

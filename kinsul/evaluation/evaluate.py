@@ -76,20 +76,22 @@ def evaluate(target: str | Path, overrides: list[str] = (), log: bool = True) ->
     metrics: dict[str, float] = {}
     policy = VLAPolicy(vla, tok, fast, strategy.decoding, cfg.model.flow_steps, cfg.model.max_text_len,
                        cfg.model.max_fast_len)  # fmt: skip
-    specs = evaluation_specs(list(cfg.world.tasks), e.episodes, e.seed)
     clock = PhaseClock()  # where the evaluation's time goes: time/eval_*_s
-    start = time.perf_counter()
-    with clock.phase("rollouts"):
-        results = {
-            k: rollout(policy, v, cfg.world, cfg.concepts, e.execute_steps, e.batch, record=e.videos)
-            for k, v in specs.items()
-        }
-    steps = sum(r.steps for rs in results.values() for r in rs)
-    metrics["speed/rollout_steps_per_s"] = steps / (time.perf_counter() - start)
-    rates = summarize(results, cfg.headline_tasks())
-    for key, r in rates.items():
-        metrics[key] = r["value"]
-        metrics[f"{key}_n"] = float(r["n"])
+    results, rates = {}, {}
+    if e.env != "none":  # data without a simulator is scored offline only
+        specs = evaluation_specs(list(cfg.world.tasks), e.episodes, e.seed)
+        start = time.perf_counter()
+        with clock.phase("rollouts"):
+            results = {
+                k: rollout(policy, v, cfg.world, cfg.concepts, e.execute_steps, e.batch, record=e.videos)
+                for k, v in specs.items()
+            }
+        steps = sum(r.steps for rs in results.values() for r in rs)
+        metrics["speed/rollout_steps_per_s"] = steps / (time.perf_counter() - start)
+        rates = summarize(results, cfg.headline_tasks())
+        for key, r in rates.items():
+            metrics[key] = r["value"]
+            metrics[f"{key}_n"] = float(r["n"])
     if strategy.decoding == "fast":
         metrics["eval/fast_invalid_chunks"] = float(policy.invalid_chunks)
     with clock.phase("offline"):
@@ -102,7 +104,7 @@ def evaluate(target: str | Path, overrides: list[str] = (), log: bool = True) ->
     out.mkdir(exist_ok=True)
     with clock.phase("artifacts"):
         files = [*write_gifs(results["seen"] + results["heldout"], out),
-                 success_plot(rates, list(cfg.world.tasks), out)]  # fmt: skip
+                 success_plot(rates, list(cfg.world.tasks), out)] if results else []  # fmt: skip
     metrics.update(clock.metrics("time/eval_"))
     files.append(write_metrics(metrics, out))
     run_id = tracking.run_id_of(run_dir)
@@ -130,6 +132,9 @@ def _offline_errors(vla, tok, fast, decoding: str, cfg: KinsulConfig) -> dict[st
     m, out = cfg.model, {}
     for split, suffix in (("validation", ""), ("probe", "_heldout")):
         ds = even_subset(robot[split], cfg.eval.offline_frames)
+        if len(ds) == 0:  # a source without held-out demonstrations (data.lerobot.probe_episodes=0)
+            out.update({f"val/{key}{suffix}": float("nan") for key in ("action_mse", "velocity_mse")})
+            continue
         data = RobotTensors.from_dataset(ds, tok, fast, m.max_text_len, m.max_fast_len)
         means = {"action_mse": MeanMetric(), "velocity_mse": MeanMetric()}
         for i, batch in enumerate(FixedBatches(data, 64, tok.pad_id)):
@@ -138,7 +143,7 @@ def _offline_errors(vla, tok, fast, decoding: str, cfg: KinsulConfig) -> dict[st
             for key, metric in means.items():
                 metric.update(errors[key])
         for key, metric in means.items():
-            out[f"val/{key}{suffix}"] = float(metric.compute()) if len(data) else float("nan")
+            out[f"val/{key}{suffix}"] = float(metric.compute())
     return out
 
 
@@ -158,7 +163,7 @@ def _latency(vla, tok, cfg: KinsulConfig) -> dict[str, float]:
 
     s = cfg.world.image_size
     text = prompt_ids(tok, ["put the red square on the blue circle"], cfg.model.max_text_len)
-    obs = Observation(torch.from_numpy(np.full((1, s, s, 3), 200, np.uint8)), torch.zeros(1, 4), text,
+    obs = Observation(torch.from_numpy(np.full((1, s, s, 3), 200, np.uint8)), torch.zeros(1, vla.spec.state_dim), text,
                       text != tok.pad_id)  # fmt: skip
     return chunk_latency(vla, obs, cfg.model.flow_steps, FAST_TOKENS, cfg.eval.latency_repeats)
 

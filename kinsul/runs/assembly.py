@@ -15,7 +15,6 @@ from kinsul.runs import pretrained
 from kinsul.strategies.base import Strategy
 from kinsul.tokenizers.fast import FastTokenizer
 from kinsul.tokenizers.text import TextTokenizer
-from kinsul.world.env import ACTION_DIM, STATE_DIM
 
 
 def world_tokenizer(cfg: KinsulConfig) -> TextTokenizer:
@@ -35,7 +34,10 @@ def make_fast_tokenizer(cfg: KinsulConfig) -> FastTokenizer:
 
 
 def data_spec(cfg: KinsulConfig) -> DataSpec:
-    return DataSpec(cfg.world.image_size, ACTION_DIM, STATE_DIM, cfg.data.chunk_size)
+    """What the model is built for: the robot source's state and action sizes (known before its frames are
+    made), the world's image size and the config's chunk horizon."""
+    state_dim, action_dim = store.kind_of(cfg, "robot").dims(cfg)
+    return DataSpec(cfg.world.image_size, action_dim, state_dim, cfg.data.chunk_size)
 
 
 def run_name(cfg: KinsulConfig) -> str:
