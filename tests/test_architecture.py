@@ -19,17 +19,20 @@ ALLOWED = {
     "training": {"config", "data", "evaluation", "fields", "models", "runs", "strategies", "tokenizers",
                  "tracking", "world"},
     "pretraining": {"config", "data", "evaluation", "fields", "models", "runs", "tokenizers", "world"},
-    "evaluation": {"config", "data", "fields", "models", "runs", "strategies", "tokenizers", "tracking", "world"},
+    "evaluation": {"config", "data", "envs", "fields", "models", "runs", "strategies", "tokenizers", "tracking",
+                   "world"},
     "runs": {"config", "data", "fields", "models", "strategies", "tokenizers", "world"},
     "tracking": {"config", "fields", "stores"},
     "stores": {"fields"},
     # the root schema composes the components' own sections; no component imports it back
-    "config": {"data", "fields", "models", "strategies", "world"},
+    "config": {"data", "envs", "fields", "models", "strategies", "world"},
     "strategies": {"data", "fields", "models"},
     "models": {"backbones", "data", "fields", "tokenizers"},
     # one adapter per VLM family and the codecs that feed them; the world tokenizer is one codec
     "backbones": {"fields", "tokenizers"},
-    "data": {"fields", "tokenizers", "world"},
+    "data": {"envs", "fields", "tokenizers", "world"},
+    # third-party simulators (Meta-World) behind KinsulWorld's gymnasium contract
+    "envs": {"fields", "world"},
     "tokenizers": {"fields", "world"},
     "world": {"fields"},
     "fields": set(),

@@ -2,14 +2,18 @@ import pytest
 
 from kinsul.evaluation.policies import ExpertPolicy, RandomPolicy, WrongObjectPolicy
 from kinsul.evaluation.rollouts import evaluation_specs, rollout, summarize, wilson
-from kinsul.world import TASK_FAMILIES, ConceptConfig, WorldConfig
+from kinsul.world import TASK_FAMILIES, ConceptConfig, KinsulWorldEnv, WorldConfig
 
 WORLD, CONCEPTS = WorldConfig(), ConceptConfig()
 
 
+def make_env():
+    return KinsulWorldEnv(WORLD, CONCEPTS)
+
+
 def run(policy, episodes=20, seed=0):
     specs = evaluation_specs(list(TASK_FAMILIES), episodes, seed)
-    return summarize({k: rollout(policy, v, WORLD, CONCEPTS, execute_steps=5) for k, v in specs.items()})
+    return summarize({k: rollout(policy, v, make_env, execute_steps=5) for k, v in specs.items()})
 
 
 def test_scripted_expert_through_the_harness_succeeds():
@@ -27,7 +31,7 @@ def test_random_policy_scores_near_zero():
 
 def test_wrong_object_policy_never_follows_language():
     specs = evaluation_specs(["reach"], 20, 0)["language"]
-    m = summarize({"language": rollout(WrongObjectPolicy(10), specs, WORLD, CONCEPTS, execute_steps=5)})
+    m = summarize({"language": rollout(WrongObjectPolicy(10), specs, make_env, execute_steps=5)})
     assert m["eval/language_following"]["value"] == 0.0
 
 

@@ -169,7 +169,7 @@ def test_a_bad_folder_fails_in_one_line_naming_the_file(how, overrides, message,
 def test_the_config_says_what_lerobot_data_needs():
     with pytest.raises(ConfigError, match=r"data\.lerobot\.root.*the LeRobot dataset folder"):
         load_config("micro", ["data.robot_source=lerobot"])
-    with pytest.raises(ConfigError, match=r"eval\.env.*KinsulWorld takes its own robot's actions only"):
+    with pytest.raises(ConfigError, match=r"eval\.env.*one of \['none'\] for data\.robot_source='lerobot'"):
         load_config("micro", ["data.robot_source=lerobot", "data.lerobot.root=x", "trainer.curve_every=0"])
     with pytest.raises(ConfigError, match=r"trainer\.curve_every.*0 with eval\.env=none"):
         load_config("micro", ["eval.env=none"])

@@ -36,13 +36,15 @@ class KinsulConfig:
                 raise FieldValueError(f"strategy.loss_weights.{term}", self.strategy.loss_weights[term],
                                       f"a weight for one of strategy '{strategy.name}''s terms "
                                       f"{sorted(strategy.loss_weights)}; it produces no '{term}' loss")  # fmt: skip
-        if self.data.robot_source != "kinsul" and self.eval.env == "kinsul":
-            raise FieldValueError("eval.env", self.eval.env, f"a simulator of data.robot_source="
-                                  f"{self.data.robot_source!r}'s robot: KinsulWorld takes its own robot's actions "
-                                  "only (eval.env=none: offline errors, retention and latency)")  # fmt: skip
-        if self.eval.env == "none" and self.trainer.curve_every:
-            raise FieldValueError("trainer.curve_every", self.trainer.curve_every, "0 with eval.env=none: the "
-                                  "success curve is measured by rollouts in a simulator")  # fmt: skip
+        # which simulator can roll out a policy trained on which robot's data
+        fits = {"kinsul": ("kinsul", "none"), "lerobot": ("none",), "metaworld": ("metaworld", "none")}
+        if self.eval.env not in fits[self.data.robot_source]:
+            raise FieldValueError("eval.env", self.eval.env, f"one of {list(fits[self.data.robot_source])} for "
+                                  f"data.robot_source={self.data.robot_source!r}: a simulator takes its own robot's "
+                                  "actions only (none: offline errors, retention and latency)")  # fmt: skip
+        if self.eval.env != "kinsul" and self.trainer.curve_every:
+            raise FieldValueError("trainer.curve_every", self.trainer.curve_every, f"0 with eval.env={self.eval.env}: "
+                                  "the success curve during training is measured in KinsulWorld")  # fmt: skip
         if not self.headline_tasks():
             raise FieldValueError("eval.headline_tasks", self.eval.headline_tasks,
                                   f"at least one task family of world.tasks {list(self.world.tasks)}")  # fmt: skip

@@ -197,13 +197,13 @@ class EvalConfig:
     # axis, the same step for every strategy), or "best", the lowest val/velocity_mse: early stopping by an offline
     # proxy, a different step per trial (docs/results.md, section 6b). A checkpoint file given as the target wins.
     checkpoint: str = "last"
-    # The simulator the policy is rolled out in: "kinsul" (KinsulWorld), or "none": the offline errors, retention
-    # and latency only (data without a simulator, such as a recorded LeRobot dataset)
+    # The simulator the policy is rolled out in: "kinsul" (KinsulWorld), "metaworld" (data.metaworld's tasks,
+    # `episodes` each), or "none": the offline errors, retention and latency only (data without a simulator)
     env: str = "kinsul"
 
     def __post_init__(self) -> None:
         check_range("episodes", self.episodes, 1, 1_000_000)
-        check_choice("env", self.env, ["kinsul", "none"])
+        check_choice("env", self.env, ["kinsul", "metaworld", "none"])
         check_choice("checkpoint", self.checkpoint, ["last", "best"])
         check_range("execute_steps", self.execute_steps, 1, 10_000)
         check_range("batch", self.batch, 1, 4096)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from kinsul.envs.config import MetaWorldConfig
 from kinsul.fields import FieldValueError, check_choice, check_range
 from kinsul.world.concepts import ConceptConfig
 from kinsul.world.config import WorldConfig
@@ -87,10 +88,12 @@ class DataConfig:
     vqa_type: str = ""  # a question-type column for per-type probe accuracy ("": one type, 'vqa')
     vqa_train_split: str = "train"  # co-training samples
     vqa_probe_split: str = "test"  # the retention probe
-    # Where the robot demonstrations come from: "kinsul" (generated in KinsulWorld by its scripted expert) or
-    # "lerobot" (a LeRobot v3.0 dataset folder, the `lerobot` section)
+    # Where the robot demonstrations come from: "kinsul" (generated in KinsulWorld by its scripted expert),
+    # "lerobot" (a LeRobot v3.0 dataset folder, the `lerobot` section) or "metaworld" (Meta-World's scripted
+    # policies, recorded as a LeRobot dataset: the `metaworld` section)
     robot_source: str = "kinsul"
     lerobot: LeRobotConfig = field(default_factory=LeRobotConfig)
+    metaworld: MetaWorldConfig = field(default_factory=MetaWorldConfig)
 
     def __post_init__(self) -> None:
         check_range("chunk_size", self.chunk_size, 1, 256)
@@ -99,7 +102,7 @@ class DataConfig:
         check_range("loc_bins", self.loc_bins, 2, 100)
         check_range("num_workers", self.num_workers, 1, 256)
         check_choice("vlm_domain", self.vlm_domain, ("world", "foreign"))
-        check_choice("robot_source", self.robot_source, ("kinsul", "lerobot"))
+        check_choice("robot_source", self.robot_source, ("kinsul", "lerobot", "metaworld"))
         if self.robot_source == "lerobot" and not self.lerobot.root:
             raise FieldValueError("lerobot.root", self.lerobot.root, "the LeRobot dataset folder, with "
                                   "data.robot_source=lerobot")  # fmt: skip

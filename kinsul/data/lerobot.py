@@ -383,6 +383,8 @@ def dims(cfg: DataSections) -> tuple[int, int]:
 
 def meta(cfg: DataSections) -> dict:
     f = folder(cfg)
+    norm = f.normalization()
     return {"lerobot": {"root": str(f.root), "codebase_version": f.info["codebase_version"], "fps": f.fps,
                         "episodes": {s: [e.index for e in eps] for s, eps in f.split_episodes().items()},
-                        "normalization": f.normalization()}}  # fmt: skip
+                        # by role: what a policy's observations and actions are scaled by
+                        "normalization": {"state": norm[f.cfg.state], "action": norm[f.cfg.action]}}}  # fmt: skip

@@ -14,13 +14,13 @@ from datasets import Dataset, DatasetDict, Features, load_from_disk
 from datasets.utils.logging import disable_progress_bar
 from tqdm.auto import tqdm
 
-from kinsul.data import lerobot, robot, vlm
+from kinsul.data import lerobot, metaworld, robot, vlm
 from kinsul.data.atomic import atomic_folder
 from kinsul.data.config import DataSections
 from kinsul.fields import config_hash
 
 # Bump a kind's version when its generated content changes, so caches are rebuilt.
-GENERATOR_VERSION = {"robot": 2, "vlm": 1, "lerobot": 1}
+GENERATOR_VERSION = {"robot": 2, "vlm": 1, "lerobot": 1, "metaworld": 1}
 META_FILE = "kinsul_meta.json"  # written last, inside the temporary folder, before the atomic rename
 SHARD = 25  # episodes / samples per work item
 MAX_SHARD_BYTES = 500 * 2**20
@@ -100,6 +100,16 @@ ROBOT_SOURCES = {
         lerobot.key,
         dims=lerobot.dims,
         meta=lerobot.meta,
+    ),
+    "metaworld": Kind(
+        "metaworld",
+        tuple(robot.ROBOT_SPLITS),
+        lambda c: robot.robot_features(c.data.chunk_size, 4, 4),
+        metaworld.generate_episodes,
+        metaworld.sizes,
+        metaworld.key,
+        dims=lambda c: (4, 4),
+        meta=metaworld.meta,
     ),
 }
 
@@ -207,6 +217,13 @@ def open_dataset(path: str | Path, kind: str | None = None) -> DatasetDict:
         got = sorted(ds) if isinstance(ds, DatasetDict) else type(ds).__name__
         raise DatasetError(f"dataset folder '{path}' has splits {got}, expected {sorted(expected)}")
     return ds
+
+
+def dataset_meta(cfg: DataSections, kind: str) -> dict:
+    """The meta file of the ``kind`` dataset for ``cfg`` (it must have been generated)."""
+    path = dataset_dir(cfg, kind)
+    open_dataset(path, kind)
+    return json.loads((path / META_FILE).read_text())
 
 
 def load(cfg: DataSections, kind: str) -> DatasetDict:

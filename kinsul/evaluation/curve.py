@@ -18,6 +18,7 @@ from kinsul.evaluation.policies import VLAPolicy
 from kinsul.evaluation.rollouts import EpisodeSpec, rollout, summarize
 from kinsul.world.concepts import ConceptConfig
 from kinsul.world.config import WorldConfig
+from kinsul.world.env import KinsulWorldEnv
 
 
 def curve_specs(tasks: list[str], episodes: int, seed: int) -> list[EpisodeSpec]:
@@ -77,8 +78,8 @@ class SuccessCurve(L.Callback):
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(step)  # the policy's flow noise: same at every run of this step
-                results = rollout(policy, self.specs, self.world, self.concepts, self.execute_steps,
-                                  batch=len(self.specs))  # fmt: skip
+                results = rollout(policy, self.specs, lambda: KinsulWorldEnv(self.world, self.concepts),
+                                  self.execute_steps, batch=len(self.specs))  # fmt: skip
         finally:
             vla.train(was_training)
             if was_training:

@@ -17,8 +17,9 @@ from kinsul.data import store
 from kinsul.data.tensors import VLMTensors, prompt_ids
 from kinsul.data.vqa import vqa_splits
 from kinsul.evaluation.artifacts import success_plot, write_gifs, write_metrics
+from kinsul.evaluation.environments import environment
 from kinsul.evaluation.latency import FAST_TOKENS, chunk_latency
-from kinsul.evaluation.policies import VLAPolicy
+from kinsul.evaluation.policies import NormalizedPolicy, VLAPolicy
 from kinsul.evaluation.retention import retention
 from kinsul.evaluation.rollouts import evaluation_specs, rollout, summarize
 from kinsul.models.build import build_vla, check_data_spec
@@ -78,17 +79,18 @@ def evaluate(target: str | Path, overrides: list[str] = (), log: bool = True) ->
                        cfg.model.max_fast_len)  # fmt: skip
     clock = PhaseClock()  # where the evaluation's time goes: time/eval_*_s
     results, rates = {}, {}
-    if e.env != "none":  # data without a simulator is scored offline only
-        specs = evaluation_specs(list(cfg.world.tasks), e.episodes, e.seed)
+    env = environment(cfg)
+    if env is not None:  # eval.env=none: data without a simulator is scored offline only
+        normalization = store.dataset_meta(trained_cfg, "robot").get("lerobot", {}).get("normalization")
+        actor = NormalizedPolicy(policy, normalization) if normalization else policy
+        specs = evaluation_specs(env.tasks, e.episodes, e.seed, env.sets)
         start = time.perf_counter()
         with clock.phase("rollouts"):
-            results = {
-                k: rollout(policy, v, cfg.world, cfg.concepts, e.execute_steps, e.batch, record=e.videos)
-                for k, v in specs.items()
-            }
+            results = {k: rollout(actor, v, env.make, e.execute_steps, e.batch, record=e.videos)
+                       for k, v in specs.items()}  # fmt: skip
         steps = sum(r.steps for rs in results.values() for r in rs)
         metrics["speed/rollout_steps_per_s"] = steps / (time.perf_counter() - start)
-        rates = summarize(results, cfg.headline_tasks())
+        rates = summarize(results, env.headline)
         for key, r in rates.items():
             metrics[key] = r["value"]
             metrics[f"{key}_n"] = float(r["n"])
@@ -103,8 +105,8 @@ def evaluate(target: str | Path, overrides: list[str] = (), log: bool = True) ->
     out = run_dir / "eval"
     out.mkdir(exist_ok=True)
     with clock.phase("artifacts"):
-        files = [*write_gifs(results["seen"] + results["heldout"], out),
-                 success_plot(rates, list(cfg.world.tasks), out)] if results else []  # fmt: skip
+        files = [*write_gifs(results["seen"] + results.get("heldout", []), out),
+                 success_plot(rates, env.tasks, out)] if results else []  # fmt: skip
     metrics.update(clock.metrics("time/eval_"))
     files.append(write_metrics(metrics, out))
     run_id = tracking.run_id_of(run_dir)

@@ -53,6 +53,26 @@ class VLAPolicy:
         return chunks.float().cpu().numpy()
 
 
+class NormalizedPolicy:
+    """A policy trained on scaled state and actions (a LeRobot source's meta/stats.json: ``x_norm = (x - shift) /
+    scale``), run in the simulator's own units."""
+
+    def __init__(self, policy, normalization: dict[str, dict[str, list[float]]]):
+        self.policy = policy
+        self.state = {k: np.asarray(v, np.float32) for k, v in normalization["state"].items()}
+        self.action = {k: np.asarray(v, np.float32) for k, v in normalization["action"].items()}
+
+    def __getattr__(self, name):  # the wrapped policy's counters (invalid_chunks)
+        return getattr(self.policy, name)
+
+    def reset(self, envs, seeds) -> None:
+        self.policy.reset(envs, seeds)
+
+    def act(self, obs, envs) -> np.ndarray:
+        scaled = [{**o, "state": (o["state"] - self.state["shift"]) / self.state["scale"]} for o in obs]
+        return self.policy.act(scaled, envs) * self.action["scale"] + self.action["shift"]
+
+
 class ExpertPolicy:
     """The scripted expert as a chunking policy: it plans ``horizon`` steps on a copy of the (deterministic)
     environment; executing them in the real one reproduces that plan exactly."""

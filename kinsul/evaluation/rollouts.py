@@ -1,16 +1,18 @@
-"""Closed-loop rollouts in KinsulWorld with action chunking, batched across environments."""
+"""Closed-loop rollouts with action chunking, batched across environments, in any simulator that keeps
+KinsulWorld's gymnasium contract: ``reset(seed=, options={"task": ...})``, observations {image, state,
+instruction}, ``info["is_success"]``; language following where the environment reports which object the robot
+touched first (``info["first_interaction"]`` against ``info["target"]``)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import gymnasium as gym
 from torchmetrics.aggregation import MeanMetric
 
 from kinsul.evaluation.policies import Policy
-from kinsul.world.concepts import ConceptConfig
-from kinsul.world.config import WorldConfig
-from kinsul.world.env import KinsulWorldEnv
 
 
 @dataclass(frozen=True)
@@ -25,13 +27,18 @@ class EpisodeSpec:
 class EpisodeResult:
     spec: EpisodeSpec
     success: bool
-    followed: bool  # the first object interacted with was the instructed one
+    followed: bool | None  # the first object interacted with was the instructed one (None: not defined there)
     steps: int
     frames: list | None = None  # RGB frames, for the first ``record`` episodes of a rollout
 
 
-def evaluation_specs(tasks: list[str], episodes: int, seed: int) -> dict[str, list[EpisodeSpec]]:
-    """The fixed evaluation set: per task family, seen and held-out targets, and distractor scenes."""
+EVALUATION_SETS = ("seen", "heldout", "language")
+
+
+def evaluation_specs(tasks: list[str], episodes: int, seed: int,
+                     sets: tuple[str, ...] = EVALUATION_SETS) -> dict[str, list[EpisodeSpec]]:  # fmt: skip
+    """The fixed evaluation set: per task family, seen and held-out targets, and distractor scenes (the ``sets``
+    an environment defines)."""
     out: dict[str, list[EpisodeSpec]] = {"seen": [], "heldout": [], "language": []}
     for f, task in enumerate(tasks):
         for i in range(episodes):
@@ -39,15 +46,15 @@ def evaluation_specs(tasks: list[str], episodes: int, seed: int) -> dict[str, li
             out["seen"].append(EpisodeSpec(base, task, "seen"))
             out["heldout"].append(EpisodeSpec(base + 10_000, task, "heldout"))
             out["language"].append(EpisodeSpec(base + 20_000, task, "seen", "share_attribute"))
-    return out
+    return {k: v for k, v in out.items() if k in sets}
 
 
-def rollout(policy: Policy, specs: list[EpisodeSpec], world: WorldConfig, concepts: ConceptConfig,
-            execute_steps: int, batch: int = 16, record: int = 0) -> list[EpisodeResult]:  # fmt: skip
+def rollout(policy: Policy, specs: list[EpisodeSpec], make_env: Callable[[], gym.Env], execute_steps: int,
+            batch: int = 16, record: int = 0) -> list[EpisodeResult]:  # fmt: skip
     """Run every spec to termination; the policy is queried for a chunk whenever an env has used up
     ``execute_steps`` actions of its previous one."""
     results: list[EpisodeResult] = []
-    envs = [KinsulWorldEnv(world, concepts) for _ in range(min(batch, len(specs)))]
+    envs = [make_env() for _ in range(min(batch, len(specs)))]
     for start in range(0, len(specs), len(envs)):
         group = specs[start : start + len(envs)]
         live = envs[: len(group)]
@@ -72,8 +79,10 @@ def rollout(policy: Policy, specs: list[EpisodeSpec], world: WorldConfig, concep
                         done[i] = True
                         break
         for i, s in enumerate(group):
-            followed = info[i]["first_interaction"] == info[i]["target"]
-            results.append(EpisodeResult(s, bool(info[i]["is_success"]), bool(followed), steps[i], frames[i]))
+            followed = info[i]["first_interaction"] == info[i]["target"] if "target" in info[i] else None
+            results.append(EpisodeResult(s, bool(info[i]["is_success"]), followed, steps[i], frames[i]))
+    for env in envs:
+        env.close()
     return results
 
 
@@ -111,7 +120,7 @@ def summarize(results: dict[str, list[EpisodeResult]], headline: list[str] | Non
             add("eval/success_heldout", r.success)
         add(f"eval/success_heldout_{r.spec.task}", r.success)
     for r in results.get("language", []):
-        if counted(r):
+        if counted(r) and r.followed is not None:
             add("eval/language_following", r.followed)
     out = {}
     for key, m in metrics.items():

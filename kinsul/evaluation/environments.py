@@ -1,0 +1,43 @@
+"""The simulators `kinsul eval` rolls a policy out in (eval.env), each behind the same contract (see
+`kinsul.evaluation.rollouts`): a factory of environments, the task set, the evaluation sets it defines, and the
+tasks eval/success averages. A new simulator is an environment class and one entry here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gymnasium as gym
+
+from kinsul.config.schema import KinsulConfig
+
+
+@dataclass(frozen=True)
+class Environment:
+    make: Callable[[], gym.Env]
+    tasks: list[str]
+    sets: tuple[str, ...]  # of EVALUATION_SETS: seen targets, held-out targets, language (distractor scenes)
+    headline: list[str]  # the tasks that eval/success pools
+
+
+def _kinsul(cfg: KinsulConfig) -> Environment:
+    from kinsul.world.env import KinsulWorldEnv
+
+    return Environment(lambda: KinsulWorldEnv(cfg.world, cfg.concepts), list(cfg.world.tasks),
+                       ("seen", "heldout", "language"), cfg.headline_tasks())  # fmt: skip
+
+
+def _metaworld(cfg: KinsulConfig) -> Environment:
+    from kinsul.envs.metaworld import MetaWorldEnv
+
+    mw = cfg.data.metaworld
+    make = lambda: MetaWorldEnv(mw.tasks[0], cfg.world.image_size, mw.camera, mw.max_steps)  # noqa: E731
+    return Environment(make, list(mw.tasks), ("seen",), list(mw.tasks))
+
+
+ENVIRONMENTS: dict[str, Callable[[KinsulConfig], Environment]] = {"kinsul": _kinsul, "metaworld": _metaworld}
+
+
+def environment(cfg: KinsulConfig) -> Environment | None:
+    """The configured simulator, or None (eval.env=none: offline metrics only)."""
+    return ENVIRONMENTS[cfg.eval.env](cfg) if cfg.eval.env != "none" else None
