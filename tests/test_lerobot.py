@@ -62,7 +62,7 @@ def dataset(request, tmp_path_factory) -> Path:
 
 
 def test_every_frame_reads_exact_state_action_task_and_image(dataset):
-    f = lr.LeRobotFolder(dataset, folder_cfg(normalize="identity"))
+    f = lr.LeRobotFolder(dataset, folder_cfg(normalize="identity", normalize_action="identity"))
     assert f.info["codebase_version"] == "v3.0" and [e.length for e in f.episodes] == list(p.LENGTHS)
     for ep in f.episodes:
         e = ep.index
@@ -77,7 +77,8 @@ def test_every_frame_reads_exact_state_action_task_and_image(dataset):
 
 
 def test_imported_frames_keep_chunks_inside_their_episode(dataset, tmp_path):
-    cfg = data_cfg(tmp_path / "data", dataset, "data.lerobot.normalize=identity", "data.lerobot.validation_episodes=1",
+    cfg = data_cfg(tmp_path / "data", dataset, "data.lerobot.normalize=identity", "data.lerobot.normalize_action=identity",
+                   "data.lerobot.validation_episodes=1",
                    "data.lerobot.probe_episodes=1")  # fmt: skip
     ds = store.load(cfg, "robot") if store.generate(cfg, "robot", progress=False) else None
     assert {s: len(d) for s, d in ds.items()} == {"train": 6, "probe": 4, "validation": 5}
@@ -95,20 +96,29 @@ def test_imported_frames_keep_chunks_inside_their_episode(dataset, tmp_path):
             assert_frame(image, e, t, f"imported {split}")
 
 
-@pytest.mark.parametrize("mode", ["mean_std", "min_max"])
-def test_state_and_action_are_normalised_by_meta_stats(mode, tmp_path):
-    cfg = data_cfg(tmp_path / "data", BY_LEROBOT, f"data.lerobot.normalize={mode}")
+def _scaled(raw: np.ndarray, s: dict, mode: str) -> np.ndarray:
+    s = {k: np.asarray(v, np.float64) for k, v in s.items()}
+    if mode == "mean_std":
+        return (raw - s["mean"]) / np.where(s["std"] > 1e-8, s["std"], 1)
+    return (raw - (s["max"] + s["min"]) / 2) / np.where(s["max"] > s["min"], (s["max"] - s["min"]) / 2, 1)
+
+
+@pytest.mark.parametrize("state_mode, action_mode", [("mean_std", "min_max"), ("min_max", "mean_std")])
+def test_state_and_action_are_normalised_by_meta_stats(state_mode, action_mode, tmp_path):
+    cfg = data_cfg(tmp_path / "data", BY_LEROBOT, f"data.lerobot.normalize={state_mode}",
+                   f"data.lerobot.normalize_action={action_mode}")  # fmt: skip
     store.generate(cfg, "robot", progress=False)
     train = store.load(cfg, "robot")["train"].with_format("numpy")[:]
     stats = json.loads((BY_LEROBOT / "meta" / "stats.json").read_text())  # as lerobot computed them
-    raw = np.stack([p.state(e, t) for e in (0, 1) for t in range(p.LENGTHS[e])])
-    s = {k: np.asarray(v, np.float64) for k, v in stats["observation.state"].items()}
-    if mode == "mean_std":
-        want = (raw - s["mean"]) / np.where(s["std"] > 1e-8, s["std"], 1)
-    else:
-        want = (raw - (s["max"] + s["min"]) / 2) / ((s["max"] - s["min"]) / 2)
-        assert want.min() >= -1 - 1e-6 and want.max() <= 1 + 1e-6
-    np.testing.assert_allclose(train["state"], want, rtol=1e-5, atol=1e-6)
+    frames = [(e, t) for e in (0, 1) for t in range(p.LENGTHS[e])]
+    state = _scaled(np.stack([p.state(e, t) for e, t in frames]), stats["observation.state"], state_mode)
+    action = _scaled(np.stack([p.action(e, t) for e, t in frames]), stats["action"], action_mode)
+    np.testing.assert_allclose(train["state"], state, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        train["actions"][:, 0], action, rtol=1e-5, atol=1e-6
+    )  # each chunk's first action
+    if action_mode == "min_max":
+        assert action.min() >= -1 - 1e-6 and action.max() <= 1 + 1e-6
     meta = json.loads((store.dataset_dir(cfg, "robot") / store.META_FILE).read_text())
     assert meta["lerobot"]["normalization"]["action"]["scale"]  # kept, to undo on a policy's actions
 

@@ -38,8 +38,10 @@ class LeRobotConfig:
     cameras: list[str] = field(default_factory=lambda: ["observation.image"])
     state: str = "observation.state"  # a float vector feature
     action: str = "action"  # a float vector feature
-    # Scaling of state and action by meta/stats.json: (x - mean) / std, min/max to [-1, 1], or none
+    # Scaling by meta/stats.json: (x - mean) / std, min/max to [-1, 1], or none; of the state, and of the actions
+    # (min/max by default: the action range FAST's quantisation scale, model.fast_scale, is set for)
     normalize: str = "mean_std"
+    normalize_action: str = "min_max"
     validation_episodes: int = 1  # the last episodes: validation (val/action_mse, the best checkpoint)
     probe_episodes: int = 0  # the episodes before those: val/action_mse_heldout (NaN when 0)
     # A decoded video frame belongs to a row when their timestamps differ by at most this (lerobot's default)
@@ -54,6 +56,7 @@ class LeRobotConfig:
             if not getattr(self, name):
                 raise FieldValueError(name, getattr(self, name), "a feature name")
         check_choice("normalize", self.normalize, NORMALIZATIONS)
+        check_choice("normalize_action", self.normalize_action, NORMALIZATIONS)
         check_range("validation_episodes", self.validation_episodes, 0, 1_000_000)
         check_range("probe_episodes", self.probe_episodes, 0, 1_000_000)
         check_range("tolerance_s", self.tolerance_s, 0, 10)

@@ -165,26 +165,27 @@ class LeRobotFolder:
         return {"train": self.episodes[: n - v - p], "probe": self.episodes[n - v - p : n - v],
                 "validation": self.episodes[n - v :]}  # fmt: skip
 
-    def stats(self) -> dict:
+    def stats(self, field: str) -> dict:
         path = self.root / STATS
         if not path.is_file():
-            raise LeRobotError(f"'{path}' is missing: data.lerobot.normalize={self.cfg.normalize!r} reads it "
-                               "(or set data.lerobot.normalize=identity)")  # fmt: skip
+            raise LeRobotError(f"'{path}' is missing: data.lerobot.{field}={getattr(self.cfg, field)!r} reads it "
+                               f"(or set data.lerobot.{field}=identity)")  # fmt: skip
         return json.loads(path.read_text())
 
     def normalization(self) -> dict[str, dict[str, list[float]]]:
         """Per key (state, action): ``x_norm = (x - shift) / scale``, from meta/stats.json by the config."""
-        mode, out = self.cfg.normalize, {}
-        stats = self.stats() if mode != "identity" else {}
-        for key, dim in ((self.cfg.state, self.state_dim), (self.cfg.action, self.action_dim)):
+        out = {}
+        for key, dim, field in ((self.cfg.state, self.state_dim, "normalize"),
+                                (self.cfg.action, self.action_dim, "normalize_action")):  # fmt: skip
+            mode = getattr(self.cfg, field)
             if mode == "identity":
                 shift, scale = np.zeros(dim), np.ones(dim)
             else:
-                s = stats.get(key, {})
+                s = self.stats(field).get(key, {})
                 need = ("mean", "std") if mode == "mean_std" else ("min", "max")
                 if any(k not in s for k in need):
                     raise LeRobotError(f"'{self.root / STATS}' has no {'/'.join(need)} for '{key}': "
-                                       f"data.lerobot.normalize={mode!r} needs them")  # fmt: skip
+                                       f"data.lerobot.{field}={mode!r} needs them")  # fmt: skip
                 a, b = (np.asarray(s[k], np.float64).reshape(-1) for k in need)
                 if a.shape != (dim,) or b.shape != (dim,):
                     raise LeRobotError(f"'{self.root / STATS}': the {'/'.join(need)} of '{key}' have shapes "

@@ -96,6 +96,7 @@ def as_lerobot(cfg: DataSections):
     """``cfg`` reading the recorded folder as a LeRobot source (recording it first if needed)."""
     root = record(cfg)
     mapping = LeRobotConfig(root=str(root), cameras=[CAMERA], normalize=cfg.data.lerobot.normalize,
+                            normalize_action=cfg.data.lerobot.normalize_action,
                             validation_episodes=len(cfg.data.metaworld.tasks), probe_episodes=0)  # fmt: skip
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, lerobot=mapping))
 
@@ -117,6 +118,7 @@ def key(cfg: DataSections) -> tuple:
         d.chunk_size,
         cfg.world.image_size,
         d.lerobot.normalize,
+        d.lerobot.normalize_action,
         RECORDER_VERSION,
     )
 

@@ -37,7 +37,7 @@ def require_metaworld():
 
 class MetaWorldEnv(gym.Env):
     """Meta-World tasks with their object and goal positions drawn from the reset seed. ``reset(options={"task":
-    name})`` switches task (as KinsulWorld's reset does); each task's simulation is built on first use."""
+    name})`` switches task (as KinsulWorld's reset does), building that task's simulation."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 80}
 
@@ -62,8 +62,12 @@ class MetaWorldEnv(gym.Env):
         if task not in INSTRUCTIONS:
             raise ValueError(f"task={task!r}: expected one of {sorted(INSTRUCTIONS)}")
         if task not in self._sims:
+            self.close()  # one task's simulation and GL context at a time: evaluation batches run a task each
             envs, policies = require_metaworld()
             sim = envs[f"{task}-goal-observable"]()
+            sim.seeded_rand_vec = (
+                True  # object and goal positions from the env's seeded generator, not numpy's global one
+            )
             self._sims[task] = (
                 sim,
                 mujoco.Renderer(sim.model, self.image_size, self.image_size),
@@ -93,8 +97,9 @@ class MetaWorldEnv(gym.Env):
         if options and options.get("task"):
             self._select(options["task"])
         self.sim._freeze_rand_vec = False  # a new object and goal position from the seed
-        self.sim.seed(seed)
-        self.raw, _ = self.sim.reset(seed=seed)
+        if seed is not None:
+            self.sim.seed(seed)
+        self.raw, _ = self.sim.reset()
         self.steps = 0
         return self._obs(), {"is_success": False, "task": self.task}
 
