@@ -42,9 +42,9 @@ class KinsulConfig:
             raise FieldValueError("eval.env", self.eval.env, f"one of {list(fits[self.data.robot_source])} for "
                                   f"data.robot_source={self.data.robot_source!r}: a simulator takes its own robot's "
                                   "actions only (none: offline errors, retention and latency)")  # fmt: skip
-        if self.eval.env != "kinsul" and self.trainer.curve_every:
-            raise FieldValueError("trainer.curve_every", self.trainer.curve_every, f"0 with eval.env={self.eval.env}: "
-                                  "the success curve during training is measured in KinsulWorld")  # fmt: skip
+        if self.eval.env == "none" and self.trainer.curve_every:
+            raise FieldValueError("trainer.curve_every", self.trainer.curve_every, "0 with eval.env=none: the "
+                                  "success curve is measured by rollouts in a simulator")  # fmt: skip
         if not self.headline_tasks():
             raise FieldValueError("eval.headline_tasks", self.eval.headline_tasks,
                                   f"at least one task family of world.tasks {list(self.world.tasks)}")  # fmt: skip

@@ -14,11 +14,9 @@ import time
 import lightning as L
 import torch
 
-from kinsul.evaluation.policies import VLAPolicy
+from kinsul.evaluation.environments import Environment
+from kinsul.evaluation.policies import NormalizedPolicy, VLAPolicy
 from kinsul.evaluation.rollouts import EpisodeSpec, rollout, summarize
-from kinsul.world.concepts import ConceptConfig
-from kinsul.world.config import WorldConfig
-from kinsul.world.env import KinsulWorldEnv
 
 
 def curve_specs(tasks: list[str], episodes: int, seed: int) -> list[EpisodeSpec]:
@@ -33,9 +31,12 @@ def curve_specs(tasks: list[str], episodes: int, seed: int) -> list[EpisodeSpec]
 
 
 class SuccessCurve(L.Callback):
-    def __init__(self, specs: list[EpisodeSpec], world: WorldConfig, concepts: ConceptConfig, every: int,
-                 target: float, execute_steps: int, frames_per_step: int, policy_args: dict):  # fmt: skip
-        self.specs, self.world, self.concepts = specs, world, concepts
+    """``env``: the simulator (`kinsul.evaluation.environments`); ``normalization``: the data's state and
+    action scaling (a LeRobot source's), undone on the policy's actions."""
+
+    def __init__(self, specs: list[EpisodeSpec], env: Environment, every: int, target: float, execute_steps: int,
+                 frames_per_step: int, policy_args: dict, normalization: dict | None = None):  # fmt: skip
+        self.specs, self.env, self.normalization = specs, env, normalization
         self.every, self.target, self.execute_steps = every, target, execute_steps
         self.frames_per_step, self.policy_args = frames_per_step, policy_args
         self.reached_at: int | None = None
@@ -75,11 +76,15 @@ class SuccessCurve(L.Callback):
         vla = pl_module.vla
         was_training = vla.training
         policy = VLAPolicy(vla, **self.policy_args)  # puts the model in eval mode
+        if self.normalization:
+            policy = NormalizedPolicy(policy, self.normalization)
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(step)  # the policy's flow noise: same at every run of this step
-                results = rollout(policy, self.specs, lambda: KinsulWorldEnv(self.world, self.concepts),
-                                  self.execute_steps, batch=len(self.specs))  # fmt: skip
+                with self.env.rolling_out():
+                    results = rollout(
+                        policy, self.specs, self.env.make, self.execute_steps, batch=len(self.specs)
+                    )
         finally:
             vla.train(was_training)
             if was_training:

@@ -85,7 +85,7 @@ def evaluate(target: str | Path, overrides: list[str] = (), log: bool = True) ->
         actor = NormalizedPolicy(policy, normalization) if normalization else policy
         specs = evaluation_specs(env.tasks, e.episodes, e.seed, env.sets)
         start = time.perf_counter()
-        with clock.phase("rollouts"):
+        with clock.phase("rollouts"), env.rolling_out():
             results = {k: rollout(actor, v, env.make, e.execute_steps, e.batch, record=e.videos)
                        for k, v in specs.items()}  # fmt: skip
         steps = sum(r.steps for rs in results.values() for r in rs)

@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 from kinsul import tracking
 from kinsul.config.loader import load_config
 from kinsul.config.schema import KinsulConfig
+from kinsul.evaluation.environments import environment
 from kinsul.evaluation.rollouts import wilson
 from kinsul.sweeps.plots import TrialRun, all_plots
 from kinsul.sweeps.run import SWEEP_TAG, storage, study_name
@@ -182,7 +183,8 @@ def report(preset: str, overrides: list[str] = (), out_dir: str | Path | None = 
                 notes.append(f"reference row '{label}' of sweep '{study_name(ref)}': no finished trials in "
                              f"{cfg.tracking.uri} yet (`kinsul sweep {ref}` from this folder)")  # fmt: skip
     search = spec.kind == "search"
-    cols = columns(cfg.headline_tasks())
+    env = environment(cfg)  # the per-task columns: the simulator's headline tasks (none without a simulator)
+    cols = columns(env.headline if env else [])
     # a grid averages a strategy over its seeds; a search over its trials (see the trials table for each)
     header = [
         "strategy",

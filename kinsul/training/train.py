@@ -15,7 +15,9 @@ from lightning.pytorch.loggers import Logger
 from kinsul import tracking
 from kinsul.config.loader import load_config, save_config
 from kinsul.config.schema import KinsulConfig
+from kinsul.data import store
 from kinsul.evaluation.curve import SuccessCurve, curve_specs
+from kinsul.evaluation.environments import environment
 from kinsul.fields import ConfigError
 from kinsul.runs.assembly import prepare, run_name
 from kinsul.runs.checkpoints import (
@@ -97,12 +99,14 @@ def success_curve(cfg: KinsulConfig, strategy: Strategy, tok, fast) -> list[L.Ca
     if not tc.curve_every:
         return []
     robot_frames, _ = split_batch(tc.batch_size, strategy.vlm_ratio)
+    env = environment(cfg)
     # the headline families only: a family left out of eval/success would cost the most (its failures run to
     # world.max_steps) and tell nothing about the curve
-    specs = curve_specs(cfg.headline_tasks(), tc.curve_episodes, cfg.eval.seed)
-    return [SuccessCurve(specs, cfg.world, cfg.concepts, tc.curve_every, tc.success_target, cfg.eval.execute_steps,
-                         robot_frames, dict(tok=tok, fast=fast, decoding=strategy.decoding, flow_steps=m.flow_steps,
-                                            max_text_len=m.max_text_len, max_fast_len=m.max_fast_len))]  # fmt: skip
+    specs = curve_specs(env.headline, tc.curve_episodes, cfg.eval.seed)
+    normalization = store.dataset_meta(cfg, "robot").get("lerobot", {}).get("normalization")
+    return [SuccessCurve(specs, env, tc.curve_every, tc.success_target, cfg.eval.execute_steps, robot_frames,
+                         dict(tok=tok, fast=fast, decoding=strategy.decoding, flow_steps=m.flow_steps,
+                              max_text_len=m.max_text_len, max_fast_len=m.max_fast_len), normalization)]  # fmt: skip
 
 
 # What a resumed run may change: its budget and where it runs and logs, never what it trains.
