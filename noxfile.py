@@ -9,7 +9,12 @@ nox.options.sessions = ["lint", "tests"]
 def tests(session: nox.Session) -> None:
     # the example plugins are part of the suite (tests/plugins/)
     session.install(
-        "-e", ".[dev,postgres,metaworld]", "-e", "tests/plugins/kinsul_anchor", "-e", "tests/plugins/kinsul_topk"
+        "-e",
+        ".[dev,postgres,metaworld]",
+        "-e",
+        "tests/plugins/kinsul_anchor",
+        "-e",
+        "tests/plugins/kinsul_topk",
     )
     session.run("pytest", *session.posargs)
 

@@ -97,19 +97,20 @@ def test_scripted_demonstrations_are_a_lerobot_dataset_read_back_exactly(tmp_pat
 
 
 def test_ki_trains_on_meta_world_demonstrations_and_is_evaluated_there(micro_root):
-    from kinsul.evaluation.evaluate import evaluate
-    from kinsul.training.train import train
-
     from mlflow.tracking import MlflowClient
 
     from kinsul import tracking
+    from kinsul.evaluation.evaluate import evaluate
+    from kinsul.training.train import train
 
     cfg = micro(micro_root, "data.robot_source=metaworld", "eval.env=metaworld", "trainer.curve_episodes=1",
                 f"data.metaworld.tasks={TASKS}", "data.metaworld.episodes=2", "data.metaworld.max_steps=100",
                 "strategy.name=ki", "trainer.max_steps=2", "trainer.run_name=metaworld-ki")  # fmt: skip
     run = train(cfg, progress=False)
     # the success curve during training is measured in Meta-World too (steps 0 and 2: the micro preset's curve_every)
-    history = MlflowClient(cfg.tracking.uri).get_metric_history(tracking.run_id_of(run), "eval/success_reach-v3")
+    history = MlflowClient(cfg.tracking.uri).get_metric_history(
+        tracking.run_id_of(run), "eval/success_reach-v3"
+    )
     assert sorted(m.step for m in history) == [0, 2]
     metrics, rates = evaluate(run, ["eval.episodes=1", "eval.videos=1"], log=False)
     assert set(rates) == {"eval/success", "eval/success_reach-v3", "eval/success_drawer-close-v3"}
