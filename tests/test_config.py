@@ -127,3 +127,13 @@ def test_a_yaml_boolean_given_to_a_text_field_is_refused_and_the_quoted_word_tak
     with pytest.raises(ConfigError, match=r"trainer.run_name': got the YAML boolean False, expected text"):
         load_config(overrides=["trainer.run_name=off"])  # would have become the run name "False"
     assert load_config(overrides=["trainer.run_name='off'"]).trainer.run_name == "off"
+
+
+def test_keys_added_later_leave_default_run_names_as_they_were():
+    """A run started before data.robot_source/lerobot/metaworld and eval.env existed resumes under its name
+    (`kinsul train ... --resume` finds it by the default name). Pinned: the names given out at 066a47e."""
+    from kinsul.runs.assembly import run_name
+
+    assert run_name(load_config("micro")) == "ki-s0-f008970c"
+    assert run_name(load_config("quick")) == "ki-s0-f2498cd6"
+    assert run_name(load_config("micro", ["eval.env=none", "trainer.curve_every=0"])) != "ki-s0-f008970c"

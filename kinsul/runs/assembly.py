@@ -46,8 +46,17 @@ def run_name(cfg: KinsulConfig) -> str:
     if cfg.trainer.run_name:
         return cfg.trainer.run_name
     t = dataclasses.replace(cfg.trainer, max_steps=1, threads=0, runs_dir="")
-    defining = dataclasses.replace(cfg, trainer=t, tracking=type(cfg.tracking)())
+    defining = dataclasses.asdict(dataclasses.replace(cfg, trainer=t, tracking=type(cfg.tracking)()))
+    defaults = dataclasses.asdict(type(cfg)())
+    # at their defaults, left out: a run named before they existed keeps its name
+    for section, key in ADDED_LATER:
+        if defining[section][key] == defaults[section][key]:
+            del defining[section][key]
     return f"{cfg.strategy.name}-s{cfg.seed}-{config_hash(defining, length=8)}"
+
+
+# Keys added after default run names were first given out (see run_name)
+ADDED_LATER = (("data", "robot_source"), ("data", "lerobot"), ("data", "metaworld"), ("eval", "env"))
 
 
 def dataset_spec(cfg: KinsulConfig) -> DataSpec:
