@@ -146,7 +146,9 @@ def test_missing_or_corrupt_dataset_names_the_path(micro_data, tmp_path):
 def test_cli_generate_prints_summary(micro_cfg, capsys):
     assert main(["data", "generate", "micro", f"data.root={micro_cfg.data.root}"]) == 0
     out = capsys.readouterr().out
-    assert "robot dataset" in out and "vlm dataset" in out and "reach" in out and "push" in out  # episodes per task
+    assert (
+        "robot dataset" in out and "vlm dataset" in out and "reach" in out and "push" in out
+    )  # episodes per task
     assert main(["data", "info", "micro", "data.root=/nonexistent/x"]) == 2
     assert "/nonexistent/x" in capsys.readouterr().err
 

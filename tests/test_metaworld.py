@@ -18,28 +18,11 @@ pytest.importorskip("metaworld", reason="Meta-World is an optional extra: pip in
 from kinsul.data import lerobot as lr  # noqa: E402
 from kinsul.data import metaworld as mw_data  # noqa: E402
 from kinsul.data import store  # noqa: E402
+from kinsul.evaluation.policies import SimulatorScriptedPolicy, StillPolicy  # noqa: E402
 from kinsul.evaluation.rollouts import evaluation_specs, rollout, summarize  # noqa: E402
 
 pytestmark = pytest.mark.integration
 TASKS = "[reach-v3,drawer-close-v3]"
-
-
-class Scripted:
-    """Meta-World's own scripted policy, as a chunking policy of the harness."""
-
-    def reset(self, envs, seeds):
-        pass
-
-    def act(self, obs, envs):
-        return np.stack([e.scripted_action() for e in envs])[:, None]
-
-
-class Still:
-    def reset(self, envs, seeds):
-        pass
-
-    def act(self, obs, envs):
-        return np.zeros((len(envs), 1, 4), np.float32)
 
 
 def test_a_task_keeps_kinsulworlds_contract_and_is_seeded():
@@ -62,8 +45,10 @@ def test_the_harness_scores_meta_worlds_scripted_policy_with_the_environments_ow
         return lambda: MetaWorldEnv("reach-v3", 32, "corner2", max_steps)
 
     specs = evaluation_specs(["reach-v3", "drawer-close-v3"], 2, 0, ("seen",))["seen"]
-    scripted = summarize({"seen": rollout(Scripted(), specs, make(100), execute_steps=1, batch=2)})
-    still = summarize({"seen": rollout(Still(), specs[:2], make(40), execute_steps=1, batch=2)})
+    scripted = summarize(
+        {"seen": rollout(SimulatorScriptedPolicy(), specs, make(100), execute_steps=1, batch=2)}
+    )
+    still = summarize({"seen": rollout(StillPolicy(4), specs[:2], make(40), execute_steps=1, batch=2)})
     assert scripted["eval/success"]["value"] == 1.0 and scripted["eval/success"]["n"] == 4
     assert still["eval/success_reach-v3"]["value"] == 0.0  # a robot that never moves reaches nothing
     assert "eval/language_following" not in scripted  # Meta-World defines no distractor objects

@@ -9,6 +9,7 @@ from kinsul.bench import (
     domain_gap,
     fast_placement,
     memory,
+    metaworld,
     models,
     sweep,
     tolerance,
@@ -32,5 +33,11 @@ BENCHMARKS: dict[str, Callable[[], dict]] = {
     "real_size_memory": memory.real_size_memory,
     "domain_gap": domain_gap.domain_gap,
     "fast_placement": fast_placement.fast_placement,
+    "metaworld_references": metaworld.metaworld_references,
 }
-SLOW = {"main_job", "domain_gap", "fast_placement"}  # minutes each: run by name, not by `kinsul bench all`
+SLOW = {
+    "main_job",
+    "domain_gap",
+    "fast_placement",
+    "metaworld_references",
+}  # minutes each: run by name, not by `kinsul bench all`

@@ -101,6 +101,30 @@ class ExpertPolicy:
         return chunks
 
 
+class SimulatorScriptedPolicy:
+    """The simulator's own scripted policy (an environment's ``scripted_action()``, e.g. Meta-World's), one step
+    per chunk: the harness's upper reference on that simulator."""
+
+    def reset(self, envs, seeds) -> None:
+        pass
+
+    def act(self, obs, envs) -> np.ndarray:
+        return np.stack([env.unwrapped.scripted_action() for env in envs])[:, None]
+
+
+class StillPolicy:
+    """Never moves: the harness's lower reference (a task it 'solves' is solved by the scene alone)."""
+
+    def __init__(self, action_dim: int):
+        self.action_dim = action_dim
+
+    def reset(self, envs, seeds) -> None:
+        pass
+
+    def act(self, obs, envs) -> np.ndarray:
+        return np.zeros((len(envs), 1, self.action_dim), np.float32)
+
+
 class RandomPolicy:
     def __init__(self, horizon: int, seed: int = 0):
         self.horizon, self.rng = horizon, np.random.default_rng(seed)
