@@ -20,6 +20,7 @@ from kinsul.data.config import LeRobotConfig
 from kinsul.data.lerobot_write import LeRobotWriter
 
 BY_LEROBOT = Path(__file__).parent / "data" / "lerobot-0.4.4-v3"  # tests/data/make_lerobot_dataset.py
+BY_LEROBOT_IMAGES = BY_LEROBOT.with_name("lerobot-0.4.4-v3-images")  # the camera as PNGs inside the parquet
 TOLERANCE = 12  # a lossy codec moves a flat colour by a few levels; adjacent frames differ by 40 or more
 
 
@@ -54,10 +55,10 @@ def assert_frame(image: np.ndarray, e: int, t: int, where: str) -> None:
     )
 
 
-@pytest.fixture(scope="module", params=["lerobot-0.4.4", "kinsul-h264", "kinsul-av1"])
+@pytest.fixture(scope="module", params=["lerobot-0.4.4", "lerobot-0.4.4-images", "kinsul-h264", "kinsul-av1"])
 def dataset(request, tmp_path_factory) -> Path:
-    if request.param == "lerobot-0.4.4":
-        return BY_LEROBOT
+    if request.param.startswith("lerobot-0.4.4"):
+        return BY_LEROBOT_IMAGES if request.param.endswith("images") else BY_LEROBOT
     return write_pattern(tmp_path_factory.mktemp("lerobot") / "ds", request.param.split("-")[1])
 
 
