@@ -340,7 +340,8 @@ def generate_episodes(cfg: DataSections, split: str, episodes: range) -> dict[st
     norm = f.normalization()
     H, size = cfg.data.chunk_size, cfg.world.image_size
     cols: dict[str, list] = {k: [] for k in robot_features(H, f.state_dim, f.action_dim)}
-    for ep in [f.split_episodes()[split][i] for i in episodes]:
+    in_split = f.split_episodes()[split]
+    for ep in [in_split[i] for i in episodes]:
         rows = _episode_rows(f, ep)
         state, action = ((rows[k] - np.asarray(norm[k]["shift"], np.float32)) / np.asarray(norm[k]["scale"], np.float32)
                          for k in (f.cfg.state, f.cfg.action))  # fmt: skip

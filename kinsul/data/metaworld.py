@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from kinsul.data import lerobot
 from kinsul.data.config import DataSections, LeRobotConfig
+from kinsul.envs.config import ACTION_DIM, STATE_DIM
 from kinsul.fields import config_hash
 
 RECORDER_VERSION = 1
@@ -82,7 +83,7 @@ def record(cfg: DataSections, progress: bool = True) -> Path:
         for episodes in pool.map(_record_task, jobs):
             per_task.append(episodes)
             bar.update()
-    writer = LeRobotWriter(root, mw.fps, {CAMERA: (size, size)}, {"observation.state": 4, "action": 4}, mw.codec,
+    writer = LeRobotWriter(root, mw.fps, {CAMERA: (size, size)}, {"observation.state": STATE_DIM, "action": ACTION_DIM}, mw.codec,
                            robot_type="sawyer")  # fmt: skip
     for k in range(mw.episodes):  # interleaved: the last round (one episode per task) is validation
         for episodes in per_task:
@@ -107,6 +108,10 @@ def generate_episodes(cfg: DataSections, split: str, episodes: range) -> dict[st
 
 def sizes(cfg: DataSections) -> dict[str, int]:
     return lerobot.sizes(as_lerobot(cfg))
+
+
+def dims(cfg: DataSections) -> tuple[int, int]:
+    return STATE_DIM, ACTION_DIM
 
 
 def key(cfg: DataSections) -> tuple:

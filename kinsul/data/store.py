@@ -104,11 +104,11 @@ ROBOT_SOURCES = {
     "metaworld": Kind(
         "metaworld",
         tuple(robot.ROBOT_SPLITS),
-        lambda c: robot.robot_features(c.data.chunk_size, 4, 4),
+        lambda c: robot.robot_features(c.data.chunk_size, *metaworld.dims(c)),
         metaworld.generate_episodes,
         metaworld.sizes,
         metaworld.key,
-        dims=lambda c: (4, 4),
+        dims=metaworld.dims,
         meta=metaworld.meta,
     ),
 }
@@ -188,6 +188,23 @@ def generate(cfg: DataSections, kind: str, force: bool = False, progress: bool =
 def open_dataset(path: str | Path, kind: str | None = None) -> DatasetDict:
     """Load a generated dataset folder, or fail naming the folder and what it should contain."""
     path = Path(path)
+    meta = _read_meta(path, kind)
+    try:
+        ds = load_from_disk(str(path))
+    except Exception as e:
+        raise DatasetError(
+            f"dataset folder '{path}' could not be loaded as a Hugging Face DatasetDict "
+            f"({type(e).__name__}: {e}): the folder is corrupt; delete it and regenerate"
+        ) from e
+    expected = set(KINDS[meta["kind"]].splits)
+    if not isinstance(ds, DatasetDict) or set(ds) != expected:
+        got = sorted(ds) if isinstance(ds, DatasetDict) else type(ds).__name__
+        raise DatasetError(f"dataset folder '{path}' has splits {got}, expected {sorted(expected)}")
+    return ds
+
+
+def _read_meta(path: Path, kind: str | None) -> dict:
+    """A dataset folder's meta file, checked: the folder exists, the file is whole and names ``kind``."""
     if not path.is_dir():
         raise DatasetError(
             f"dataset folder '{path}' does not exist: expected a folder written by "
@@ -205,25 +222,13 @@ def open_dataset(path: str | Path, kind: str | None = None) -> DatasetDict:
         raise DatasetError(f"'{meta_path}' is not valid JSON ({e}): the dataset folder is corrupt") from e
     if kind is not None and meta.get("kind") != kind:
         raise DatasetError(f"dataset folder '{path}' holds '{meta.get('kind')}' data, expected '{kind}' data")
-    try:
-        ds = load_from_disk(str(path))
-    except Exception as e:
-        raise DatasetError(
-            f"dataset folder '{path}' could not be loaded as a Hugging Face DatasetDict "
-            f"({type(e).__name__}: {e}): the folder is corrupt; delete it and regenerate"
-        ) from e
-    expected = set(KINDS[meta["kind"]].splits)
-    if not isinstance(ds, DatasetDict) or set(ds) != expected:
-        got = sorted(ds) if isinstance(ds, DatasetDict) else type(ds).__name__
-        raise DatasetError(f"dataset folder '{path}' has splits {got}, expected {sorted(expected)}")
-    return ds
+    return meta
 
 
-def dataset_meta(cfg: DataSections, kind: str) -> dict:
-    """The meta file of the ``kind`` dataset for ``cfg`` (it must have been generated)."""
-    path = dataset_dir(cfg, kind)
-    open_dataset(path, kind)
-    return json.loads((path / META_FILE).read_text())
+def robot_normalization(cfg: DataSections) -> dict | None:
+    """The state and action scaling the robot frames were made with (a LeRobot source's), or None: what a
+    simulator's rollouts undo on the policy's actions. Read from the generated dataset's meta file."""
+    return _read_meta(dataset_dir(cfg, "robot"), "robot").get("lerobot", {}).get("normalization")
 
 
 def load(cfg: DataSections, kind: str) -> DatasetDict:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from kinsul.fields import FieldValueError, check_range
 
+STATE_DIM, ACTION_DIM = 4, 4  # (hand x, y, z, gripper); (dx, dy, dz, grip) in [-1, 1]
+
 # A language instruction per task: the backbone reads it; one policy serves the whole set.
 INSTRUCTIONS = {
     "reach-v3": "reach the goal with the gripper",

@@ -17,12 +17,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from kinsul.envs.config import INSTRUCTIONS
+from kinsul.envs.config import ACTION_DIM, INSTRUCTIONS, STATE_DIM
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco is imported: headless, no display needed
 
 ENV_ID = "kinsul/MetaWorld-v0"
-STATE_DIM, ACTION_DIM = 4, 4  # (hand x, y, z, gripper); (dx, dy, dz, grip) in [-1, 1]
 
 
 def require_metaworld():

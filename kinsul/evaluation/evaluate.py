@@ -81,7 +81,7 @@ def evaluate(target: str | Path, overrides: list[str] = (), log: bool = True) ->
     results, rates = {}, {}
     env = environment(cfg)
     if env is not None:  # eval.env=none: data without a simulator is scored offline only
-        normalization = store.dataset_meta(trained_cfg, "robot").get("lerobot", {}).get("normalization")
+        normalization = store.robot_normalization(trained_cfg)
         actor = NormalizedPolicy(policy, normalization) if normalization else policy
         specs = evaluation_specs(env.tasks, e.episodes, e.seed, env.sets)
         start = time.perf_counter()

@@ -103,7 +103,7 @@ def success_curve(cfg: KinsulConfig, strategy: Strategy, tok, fast) -> list[L.Ca
     # the headline families only: a family left out of eval/success would cost the most (its failures run to
     # world.max_steps) and tell nothing about the curve
     specs = curve_specs(env.headline, tc.curve_episodes, cfg.eval.seed)
-    normalization = store.dataset_meta(cfg, "robot").get("lerobot", {}).get("normalization")
+    normalization = store.robot_normalization(cfg)
     return [SuccessCurve(specs, env, tc.curve_every, tc.success_target, cfg.eval.execute_steps, robot_frames,
                          dict(tok=tok, fast=fast, decoding=strategy.decoding, flow_steps=m.flow_steps,
                               max_text_len=m.max_text_len, max_fast_len=m.max_fast_len), normalization)]  # fmt: skip
