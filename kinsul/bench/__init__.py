@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, Callable[[], dict]] = {
     "vlm_probe": models.vlm_probe,
     "strategy_steps": train.strategy_steps,
     "step_profile": train.step_profile,
+    "step_speedups": train.step_speedups,
     "eval_checkpoint": models.eval_checkpoint,
     "main_job": sweep.main_job,
     "calibration": calibration.calibration,

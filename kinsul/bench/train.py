@@ -142,3 +142,105 @@ def step_profile(batch: int = 32, steps: int = 8, strategies: tuple[str, ...] = 
     return {"value": round(share, 1), "unit": "% of a naive step in the joint layers' forward + the backward",
             "goal": "profile only (where the time goes)", "ok": True, "command": "kinsul bench step_profile",
             "details": details}  # fmt: skip
+
+
+def _first_compiled_steps(name: str, cache_dir: str, batch: int) -> float:
+    """Seconds of a fresh process's first two compiled steps of ``name`` (compiling included), with Inductor's
+    on-disk cache in ``cache_dir``: empty, the cold compile; filled by an earlier call, the warm one."""
+    import os
+
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
+    cfg, tok, fast, robot, vlm_data = _tiny_data()
+    module, batches, opt, _ = _training_setup(name, cfg, tok, fast, robot, vlm_data, batch, 2)
+    module.vla.compile_layers = True
+    start = time.perf_counter()
+    for b in batches:
+        loss = sum(module.weights[k] * v for k, v in module.compute_losses(b).items())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def _sgemm_gflops() -> float:
+    """This machine's fp32 matmul rate at a tiny layer's shape (1024 tokens x 128 -> 384): the roofline a step's
+    matmuls can reach."""
+    a, b = torch.randn(1024, 128), torch.randn(128, 384)
+    for _ in range(5):
+        a @ b
+    start, n = time.perf_counter(), 200
+    for _ in range(n):
+        a @ b
+    return 2 * 1024 * 128 * 384 * n / (time.perf_counter() - start) / 1e9
+
+
+def step_speedups(batch: int = 32, rounds: int = 12) -> dict:
+    """The speed options against the plain step, interleaved in one process: fused AdamW
+    (trainer.fused_optimizer) and the compiled joint layer pass on top (trainer.compile), for naive and ki; the
+    compile's cost, cold and from Inductor's disk cache (fresh processes); and the step's matmul work against
+    this machine's matmul rate (why the step cannot go much faster without computing less)."""
+    import concurrent.futures
+    import multiprocessing
+    import tempfile
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg, tok, fast, robot, vlm_data = _tiny_data()
+    variants = {"eager": (False, False), "fused": (False, True), "compiled_fused": (True, True)}
+    steps, details = {}, {"batch": batch, "rounds": rounds, "threads": torch.get_num_threads()}
+    for name in ("naive", "ki"):
+        for label, (compiled, fused) in variants.items():
+            module, batches, _, _ = _training_setup(name, cfg, tok, fast, robot, vlm_data, batch, 4)
+            opt = torch.optim.AdamW(
+                [{"params": g.params} for g in module.groups], lr=1e-4, fused=fused or None
+            )
+            module.vla.compile_layers = compiled
+            calls = itertools.count()
+
+            def step(module=module, opt=opt, batches=batches, calls=calls):
+                losses = module.compute_losses(batches[next(calls) % len(batches)])
+                loss = sum(module.weights[k] * v for k, v in losses.items())
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+
+            for _ in range(len(batches)):  # every length group compiled before timing
+                step()
+            steps[(name, label)] = step
+            if label == "eager":
+                with FlopCounterMode(display=False) as flops:
+                    step()
+                details[f"{name}_gflop_per_step"] = round(flops.get_total_flops() / 1e9, 2)
+    times: dict = {key: [] for key in steps}
+    for _ in range(rounds):
+        for key, fn in steps.items():
+            start = time.perf_counter()
+            fn()
+            times[key].append(1000 * (time.perf_counter() - start))
+    for (name, label), ts in times.items():
+        details[f"{name}_{label}_ms"] = round(statistics.median(ts), 1)
+    for name in ("naive", "ki"):
+        for label in ("fused", "compiled_fused"):
+            details[f"{name}_{label}_speedup"] = round(
+                details[f"{name}_eager_ms"] / details[f"{name}_{label}_ms"], 2
+            )
+        details[f"{name}_eager_gflops"] = round(
+            details[f"{name}_gflop_per_step"] / details[f"{name}_eager_ms"] * 1e3, 1
+        )
+    details["sgemm_gflops_at_layer_shape"] = round(_sgemm_gflops(), 1)
+    details["ki_over_naive_eager"] = round(details["ki_eager_ms"] / details["naive_eager_ms"], 2)
+    details["ki_over_naive_compiled_fused"] = round(
+        details["ki_compiled_fused_ms"] / details["naive_compiled_fused_ms"], 2
+    )
+    # compile cost in fresh processes: the same cache folder twice (cold, then from disk)
+    with tempfile.TemporaryDirectory() as cache:
+        ctx = multiprocessing.get_context("spawn")
+        for name in ("naive", "ki"):
+            for label in ("cold", "warm"):
+                with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+                    seconds = pool.submit(_first_compiled_steps, name, cache, batch).result()
+                details[f"{name}_first_2_steps_s_{label}"] = round(seconds, 1)
+    speedup = details["naive_compiled_fused_speedup"]
+    return {"value": speedup, "unit": "x naive step speed, compiled + fused AdamW over the plain step",
+            "goal": ">= 1.5x (issue 27)", "ok": speedup >= 1.5, "command": "kinsul bench step_speedups",
+            "details": details}  # fmt: skip

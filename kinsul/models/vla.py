@@ -7,6 +7,7 @@ key/value cache for every Euler step of the expert (``sample_actions``) or every
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +46,7 @@ class VLA(nn.Module):
         self.adapter = adapter  # a plain object: the family's view of ``backbone``
         self.gradient_checkpointing = False  # trainer.gradient_checkpointing: recompute layers in backward
         self.backbone_calls = 0  # prefix encodings at inference; tests check one per chunk
+        self.compile_layers = False  # trainer.compile: training steps' joint layer pass through Inductor
         # Image normalisation, as an image processor's image_mean/std: SigLIP's default maps to [-1, 1].
         self.register_buffer("image_mean", torch.full((1, 3, 1, 1), 0.5), persistent=False)
         self.register_buffer("image_std", torch.full((1, 3, 1, 1), 0.5), persistent=False)
@@ -121,9 +123,12 @@ class VLA(nn.Module):
             xe = self.expert.embed(x_t, t, obs.state)
             rope_e = self.expert.rotary(xe, pos_e)
         with record_function("vla.layers"):  # backbone and expert layers, jointly
-            hb, he = joint_forward(self.lm.layers, self.expert.layers if use_expert else None, xb, xe, rope_b,
-                                   rope_e, mask, kv_view, n_prefix=xp.shape[1],
-                                   checkpoint=self.gradient_checkpointing and self.training)  # fmt: skip
+            # compiled for training steps only: evaluation would compile other graphs for a few calls each
+            compiled = self.compile_layers and torch.is_grad_enabled()
+            layers = compiled_joint_forward() if compiled else joint_forward
+            hb, he = layers(self.lm.layers, self.expert.layers if use_expert else None, xb, xe, rope_b, rope_e,
+                            mask, kv_view, n_prefix=xp.shape[1],
+                            checkpoint=self.gradient_checkpointing and self.training)  # fmt: skip
         P = xp.shape[1]
         logits = first = None
         if suffix_ids is not None:
@@ -205,6 +210,14 @@ class VLA(nn.Module):
             ids = row[: row.index(tok.eos_id)] if tok.eos_id in row else row
             result.append([i - tok.action_offset for i in ids])
         return result
+
+
+@functools.cache
+def compiled_joint_forward():
+    """``joint_forward`` through torch.compile (Inductor), one per process. Shapes change with a batch's text and
+    FAST lengths, so a dimension goes dynamic at its first change (dynamic=None) instead of compiling each length
+    anew; the modules are inputs of the graph, so every layer and every model share it."""
+    return torch.compile(joint_forward, dynamic=None)
 
 
 def target_logits(logits: torch.Tensor, first_logits: torch.Tensor | None = None) -> torch.Tensor:

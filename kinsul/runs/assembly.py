@@ -56,7 +56,14 @@ def run_name(cfg: KinsulConfig) -> str:
 
 
 # Keys added after default run names were first given out (see run_name)
-ADDED_LATER = (("data", "robot_source"), ("data", "lerobot"), ("data", "metaworld"), ("eval", "env"))
+ADDED_LATER = (
+    ("data", "robot_source"),
+    ("data", "lerobot"),
+    ("data", "metaworld"),
+    ("eval", "env"),
+    ("trainer", "compile"),
+    ("trainer", "fused_optimizer"),
+)
 
 
 def dataset_spec(cfg: KinsulConfig) -> DataSpec:

@@ -17,8 +17,9 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_ste
     return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "interval": "step"}
 
 
-def adamw_warmup_cosine(params, lr: float, weight_decay: float, warmup_steps: int, total_steps: int) -> dict:
+def adamw_warmup_cosine(params, lr: float, weight_decay: float, warmup_steps: int, total_steps: int,
+                        fused: bool = False) -> dict:  # fmt: skip
     """Lightning's ``configure_optimizers`` answer: AdamW over ``params`` (tensors or groups with their own
-    ``lr``) with the warm-up + cosine schedule above."""
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    ``lr``) with the warm-up + cosine schedule above. ``fused``: torch's one-kernel AdamW (CPU and CUDA)."""
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
     return {"optimizer": opt, "lr_scheduler": warmup_cosine(opt, warmup_steps, total_steps)}

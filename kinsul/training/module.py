@@ -52,6 +52,7 @@ class VLAModule(L.LightningModule):
         super().__init__()
         self.vla, self.strategy, self.cfg, self.fast = vla, strategy, cfg, fast
         vla.gradient_checkpointing = cfg.trainer.gradient_checkpointing
+        vla.compile_layers = cfg.trainer.compile
         self.weights = resolve_loss_weights(strategy, dict(cfg.strategy.loss_weights))
         try:  # the strategy meets the built model: its options checked against it, its groups taken from it
             if hasattr(strategy, "setup"):
@@ -172,7 +173,8 @@ class VLAModule(L.LightningModule):
         tc = self.cfg.trainer
         check_groups(self.vla, self.groups)
         param_groups = [{"params": g.params, "lr": tc.lr * g.lr_scale, "name": g.name} for g in self.groups]
-        return adamw_warmup_cosine(param_groups, tc.lr, tc.weight_decay, tc.warmup_steps, tc.max_steps)
+        return adamw_warmup_cosine(param_groups, tc.lr, tc.weight_decay, tc.warmup_steps, tc.max_steps,
+                                   fused=tc.fused_optimizer)  # fmt: skip
 
 
 def check_groups(vla: torch.nn.Module, groups) -> None:

@@ -1,0 +1,64 @@
+"""Speed options compute what the eager step computes: the compiled joint layer pass (trainer.compile) and the fused
+AdamW (trainer.fused_optimizer) against the plain ones, on the micro model."""
+
+import shutil
+
+import pytest
+import torch
+from test_strategies import module_for
+from test_strategies import setup as setup  # noqa: PLC0414 (the fixture, re-exported for this module)
+
+from kinsul.data.batch import TrainBatch
+from kinsul.runs.schedule import adamw_warmup_cosine
+
+needs_compiler = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                                    reason="Inductor needs a C++ compiler on CPU")  # fmt: skip
+
+
+def step_grads(module, setup):
+    """The weighted loss of one training step's terms and every parameter's gradient."""
+    *_, robot, vlm = setup
+    module.zero_grad(set_to_none=True)
+    torch.manual_seed(1)  # the step's noise and flow times
+    losses = module.compute_losses(TrainBatch(robot, vlm))
+    loss = sum(module.weights[k] * v for k, v in losses.items())
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in module.vla.named_parameters() if p.grad is not None}
+
+
+@needs_compiler
+def test_a_compiled_training_step_matches_the_eager_one(setup):
+    """ki's robot pass: FAST tokens on the backbone and the expert behind its stop-gradient in one compiled graph
+    (one graph keeps the test to seconds of compiling; the VLM answers' pass is the same function without the
+    expert). Equal losses and gradients mean equal physics: which parameters receive gradient is the eager
+    step's (tests/test_strategies.py)."""
+    grads = []
+    for compiled in (False, True):
+        module = module_for("ki", setup)
+        module.weights = {"fm": 1.0, "fast": 1.0}
+        module.vla.compile_layers = compiled
+        grads.append(step_grads(module, setup))
+    (loss_e, grads_e), (loss_c, grads_c) = grads
+    torch.testing.assert_close(loss_c, loss_e, atol=1e-5, rtol=1e-5)
+    assert grads_c.keys() == grads_e.keys() and len(grads_e) > 20
+    for name in grads_e:
+        torch.testing.assert_close(grads_c[name], grads_e[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_the_fused_optimizer_takes_the_loops_steps():
+    torch.manual_seed(0)
+    start = [torch.randn(64, 48), torch.randn(48)]
+    finals = []
+    for fused in (False, True):
+        params = [p.clone().requires_grad_() for p in start]
+        opt = adamw_warmup_cosine(params, 1e-3, 0.01, 2, 10, fused=fused)["optimizer"]
+        assert opt.defaults["fused"] is (True if fused else None)
+        g = torch.Generator().manual_seed(1)
+        for _ in range(10):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=g)
+            opt.step()
+        finals.append(params)
+    for loop, fused in zip(*finals, strict=True):
+        assert not torch.equal(loop, start[0]) if loop.shape == start[0].shape else True
+        torch.testing.assert_close(fused, loop, atol=1e-6, rtol=1e-6)  # the last bit may differ, no more
