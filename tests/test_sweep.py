@@ -74,6 +74,35 @@ def test_grid_kill_resume_and_report(micro_root, tmp_path, monkeypatch):
     assert (tmp_path / "out" / "report.csv").is_file()
     for plot in ("learning_curves", "success_curves", "retention", "success", "speed_vs_retention"):
         assert (tmp_path / "out" / f"{plot}.png").stat().st_size > 1000
+    # each trial names the VLM it started from; one VLM: no domain-gap figure
+    from kinsul.runs.pretrained import vlm_name
+
+    assert {r.data.tags["kinsul.vlm"] for r in children} == {vlm_name(load_config(preset, overrides))}
+    assert not (tmp_path / "out" / "domain_gap.png").exists()
+
+
+def test_the_domain_gap_figure_places_each_setting_at_its_vlms_location_error(tmp_path):
+    from kinsul.sweeps.plots import TrialRun, domain_gap, gap_points
+    from kinsul.sweeps.report import setting
+
+    def run(vlm, strategy, options, success):
+        params = {"strategy.options": options}
+        return TrialRun({"eval/success": success, "eval/retention": 0.5}, max_steps=10, vlm=vlm,
+                        setting=setting(strategy, params))  # fmt: skip
+
+    groups = {
+        "naive (paper)": [run("world", "naive", "{}", 0.2), run("world", "naive", "{}", 0.4)],
+        "mid-naive": [run("mid", "naive", "{}", 0.1)],
+        "mid-naive_lr": [run("mid", "naive", "{'backbone_lr_scale': 0.01}", 0.3)],
+        "world-naive_lr": [run("world", "naive", "{'backbone_lr_scale': 0.01}", 0.5)],
+        "frozen (paper)": [run("world", "frozen", "{}", 0.5)],  # at one VLM only: no line
+        "unmeasured": [run("elsewhere", "naive", "{}", 0.9)],  # no location error recorded: left out
+    }
+    points = gap_points(groups, {"world": 0.126, "mid": 0.155})
+    assert sorted(points) == ["naive", "naive backbone_lr_scale=0.01"]
+    assert [(x, label) for x, label, _ in points["naive"]] == [(0.126, "naive (paper)"), (0.155, "mid-naive")]
+    assert domain_gap(groups, {"world": 0.126, "mid": 0.155}, tmp_path).stat().st_size > 1000
+    assert domain_gap(groups, {"world": 0.126}, tmp_path / "none") is None
 
 
 def test_unknown_key_or_strategy_fails_before_any_trial(micro_root, tmp_path):

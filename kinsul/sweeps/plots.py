@@ -24,6 +24,8 @@ class TrialRun:
     success_curve: list[tuple[int, float]] = field(
         default_factory=list
     )  # (step, eval/success) during training
+    vlm: str = ""  # the pretrained VLM it started from (its name, or a folder)
+    setting: str = ""  # the strategy and its non-default options that the row's VLMs are compared at
 
 
 def _stats(runs: list[TrialRun], key: str) -> tuple[float, float]:
@@ -134,6 +136,59 @@ def speed_vs_retention(groups: dict[str, list[TrialRun]], out: Path) -> Path:
     ax.set_title("training speed vs retention (mean ± std over seeds)")
     ax.legend(fontsize=7, ncol=2)
     return _save(fig, out / "speed_vs_retention.png")
+
+
+def gap_points(groups: dict[str, list[TrialRun]], errors: dict[str, float]) -> dict[str, list[tuple]]:
+    """{setting: [(x, row label, runs), ...] by x}: each row whose VLM has a measured K/V location error (x) under
+    the setting its runs were trained with, for settings measured at two or more VLMs."""
+    by_setting: dict[str, list[tuple]] = {}
+    for label, runs in groups.items():
+        vlms, settings = {r.vlm for r in runs}, {r.setting for r in runs}
+        if len(vlms) != 1 or len(settings) != 1 or next(iter(vlms)) not in errors:
+            continue
+        by_setting.setdefault(next(iter(settings)), []).append((errors[next(iter(vlms))], label, runs))
+    return {s: sorted(p, key=lambda t: t[0]) for s, p in by_setting.items() if len({x for x, *_ in p}) > 1}
+
+
+def domain_gap(groups: dict[str, list[TrialRun]], errors: dict[str, float], out: Path) -> Path | None:
+    """Insulation against the domain gap: per setting (a strategy and its options), success at the budget and
+    knowledge retention against how imprecisely the frozen VLM's keys/values locate the instructed target on the
+    robot's scenes (`kinsul bench domain_gap`), mean +- std over seeds. None when fewer than two VLMs share a
+    setting."""
+    points = gap_points(groups, errors)
+    if not points:
+        return None
+    colours = _colours(sorted(points))
+    fig, axes = plt.subplots(1, 3, figsize=(12.8, 3.8))
+    panels = [("eval/success", "success at the budget"), ("speed/steps_to_success", "steps to target success"),
+              ("eval/retention", "knowledge retention")]  # fmt: skip
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        for setting, rows in sorted(points.items()):
+            xs, ms, ss = [], [], []
+            for x, _, runs in rows:
+                if (
+                    key == "speed/steps_to_success"
+                ):  # a seed that never reached the target counts at its budget
+                    vals = [r.metrics.get(key, r.max_steps) for r in runs]
+                else:
+                    vals = [
+                        r.metrics[key] for r in runs if key in r.metrics and not math.isnan(r.metrics[key])
+                    ]
+                if vals:
+                    xs.append(x)
+                    ms.append(statistics.fmean(vals))
+                    ss.append(statistics.stdev(vals) if len(vals) > 1 else 0.0)
+            n = max(len(runs) for _, _, runs in rows)
+            ax.errorbar(xs, ms, yerr=ss, marker="o", ms=5, capsize=3, color=colours[setting],
+                        label=f"{setting} ({n} seeds)")  # fmt: skip
+        ax.set_xlabel("K/V location error of the frozen VLM (table units)")
+        ax.set_title(title)
+    axes[0].set_ylim(-0.02, 1.02)
+    axes[2].set_ylim(-0.02, 1.1)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("insulation against the domain gap (left: the world VLM; right: VLMs that know less of the robot's "
+                 "scenes)", fontsize=9)  # fmt: skip
+    return _save(fig, out / "domain_gap.png")
 
 
 def all_plots(groups: dict[str, list[TrialRun]], out: Path) -> list[Path]:

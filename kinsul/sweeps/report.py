@@ -3,7 +3,9 @@ client; plots next to it; for a search, the trials ranked by the objective (from
 
 from __future__ import annotations
 
+import ast
 import csv
+import json
 import math
 import statistics
 from pathlib import Path
@@ -17,9 +19,13 @@ from kinsul.config.loader import load_config
 from kinsul.config.schema import KinsulConfig
 from kinsul.evaluation.environments import environment
 from kinsul.evaluation.rollouts import wilson
-from kinsul.sweeps.plots import TrialRun, all_plots
+from kinsul.runs.pretrained import vlm_name
+from kinsul.sweeps.plots import TrialRun, all_plots, domain_gap
 from kinsul.sweeps.run import SWEEP_TAG, storage, study_name
 from kinsul.sweeps.spec import PRUNE_METRIC, VARIANT, SweepSpec, load_sweep, split_overrides
+
+# the domain-gap bench's record (x axis of the gap figure), read from the sweep's folder (a checkout)
+GAP_RECORD = Path("docs/benchmarks.json")
 
 COLUMNS = [
     ("speed/steps_to_success", "steps to success"),
@@ -129,11 +135,33 @@ def collect(preset: str, cfg: KinsulConfig, spec: SweepSpec) -> dict[str, list[T
                           *(f"{k.rsplit('.', 1)[-1]}={run.data.params.get(k, '–')}" for k in keys)])  # fmt: skip
         groups.setdefault(label, []).append(
             TrialRun(_final_metrics(client, run), _history(client, run_id, "val/velocity_mse"), max_steps,
-                     _history(client, run_id, "eval/success"))
+                     _history(client, run_id, "eval/success"),
+                     # runs logged before the tag existed started from the preset's VLM (not swept then)
+                     run.data.tags.get("kinsul.vlm") or cfg.model.pretrained_path or vlm_name(cfg),
+                     setting(run.data.tags.get("strategy", "?"), run.data.params))
         )  # fmt: skip
     if not groups:
         raise missing
     return dict(sorted(groups.items()))
+
+
+def setting(strategy: str, params: dict[str, str]) -> str:
+    """A run's strategy with the options its config set (`naive backbone_lr_scale=0.01`): what rows of different
+    VLMs are compared at."""
+    raw = params.get("strategy.options", "{}")
+    try:
+        options = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return f"{strategy} {raw}"
+    return " ".join([strategy, *(f"{k}={v}" for k, v in sorted(options.items()))])
+
+
+def location_errors(path: Path = GAP_RECORD) -> dict[str, float]:
+    """{VLM name: K/V location error} from the recorded `kinsul bench domain_gap` (empty if not recorded)."""
+    if not path.is_file():
+        return {}
+    rows = json.loads(path.read_text()).get("domain_gap", {}).get("table", [])
+    return {r["vlm"]: r["kv_location_error"] for r in rows}
 
 
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -206,4 +234,10 @@ def report(preset: str, overrides: list[str] = (), out_dir: str | Path | None = 
         with open(out / "report.csv", "w", newline="") as f:
             csv.writer(f).writerows([header, *rows])
         all_plots(groups, out)
+        if (
+            domain_gap(groups, location_errors(), out) is None
+            and len({r.vlm for g in groups.values() for r in g}) > 1
+        ):
+            text += (f"\n\n- rows of several VLMs, but not two at one setting with a K/V location error in "
+                     f"{GAP_RECORD} (`kinsul bench domain_gap`): no domain_gap.png")  # fmt: skip
     return text

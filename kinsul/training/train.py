@@ -27,6 +27,7 @@ from kinsul.runs.checkpoints import (
     SafeCheckpointIO,
     checkpoint_step,
 )
+from kinsul.runs.pretrained import vlm_name
 from kinsul.runs.signals import RunInterrupted
 from kinsul.strategies import create
 from kinsul.strategies.base import Strategy
@@ -46,7 +47,9 @@ def make_logger(
     role = "trial" if cfg.tracking.parent_run_id else "run"
     tags = {"strategy": strategy.name, "seed": str(cfg.seed), "kinsul.role": role,
             "mlflow.note.content": strategy.description,
-            "kinsul.strategy.package": strategy_package(cfg.strategy.name)}  # fmt: skip
+            "kinsul.strategy.package": strategy_package(cfg.strategy.name),
+            # the backbone it started from: a report can place runs of several VLMs along their domain gap
+            "kinsul.vlm": cfg.model.pretrained_path or vlm_name(cfg)}  # fmt: skip
     # the package of each loss term it trains with (a plugin's term may come from another package)
     tags |= {f"kinsul.loss_term.{t}.package": strategy_package(t, terms=True) for t in strategy.loss_weights}
     params = {**flat_config(cfg), **effective_strategy(cfg, strategy)}
