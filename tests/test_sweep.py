@@ -72,7 +72,14 @@ def test_grid_kill_resume_and_report(micro_root, tmp_path, monkeypatch):
     assert "| naive | 1 |" in text and "| ki | 1 |" in text
     assert "| success | success reach | success push |" in text  # each headline family next to their mean
     assert (tmp_path / "out" / "report.csv").is_file()
-    for plot in ("learning_curves", "success_curves", "retention", "success", "speed_vs_retention"):
+    for plot in (
+        "learning_curves",
+        "success_curves",
+        "retention",
+        "success",
+        "speed_vs_retention",
+        "success_vs_retention",
+    ):
         assert (tmp_path / "out" / f"{plot}.png").stat().st_size > 1000
     # each trial names the VLM it started from; one VLM: no domain-gap figure
     from kinsul.runs.pretrained import vlm_name

@@ -18,9 +18,8 @@ from kinsul import tracking
 from kinsul.config.loader import load_config
 from kinsul.config.schema import KinsulConfig
 from kinsul.evaluation.environments import environment
-from kinsul.evaluation.rollouts import wilson
 from kinsul.runs.pretrained import vlm_name
-from kinsul.sweeps.plots import TrialRun, all_plots, domain_gap
+from kinsul.sweeps.plots import TrialRun, all_plots, domain_gap, pooled_success
 from kinsul.sweeps.run import SWEEP_TAG, storage, study_name
 from kinsul.sweeps.spec import PRUNE_METRIC, VARIANT, SweepSpec, load_sweep, split_overrides
 
@@ -93,12 +92,11 @@ def _final_metrics(client: MlflowClient, run) -> dict[str, float]:
 
 def _pooled_ci(runs: list[TrialRun]) -> str:
     """Success over every episode of a row's trials, with its 95 % Wilson interval."""
-    n = sum(r.metrics.get("eval/success_n", 0) for r in runs)
-    if not n:
+    pooled = pooled_success(runs)
+    if pooled is None:
         return "–"
-    p = sum(r.metrics.get("eval/success", 0) * r.metrics.get("eval/success_n", 0) for r in runs) / n
-    lo, hi = wilson(p, int(n))
-    return f"{p:.2f} [{lo:.2f}, {hi:.2f}] (n={int(n)})"
+    p, lo, hi, n = pooled
+    return f"{p:.2f} [{lo:.2f}, {hi:.2f}] (n={n})"
 
 
 def group_keys(spec: SweepSpec) -> list[str]:
