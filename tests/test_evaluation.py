@@ -43,3 +43,29 @@ def test_wilson_interval():
     lo, hi = wilson(0.5, 100)
     assert lo == pytest.approx(0.404, abs=1e-3) and hi == pytest.approx(0.596, abs=1e-3)
     assert wilson(1.0, 10)[1] == 1.0
+
+
+def test_a_pool_of_environments_reused_across_rollouts_gives_what_fresh_ones_give():
+    """Evaluation sets and success-curve points borrow one EnvPool: an environment that already ran episodes of
+    another family and set must give every episode exactly what a fresh one gives."""
+    from kinsul.evaluation.rollouts import EnvPool
+
+    specs = evaluation_specs(list(TASK_FAMILIES), 3, 7)
+    made = []
+
+    def counted():
+        made.append(1)
+        return make_env()
+
+    def outcome(results):
+        return [(r.spec, r.success, r.followed, r.steps) for r in results]
+
+    fresh = {
+        k: outcome(rollout(ExpertPolicy(10), v, make_env, execute_steps=5, batch=4)) for k, v in specs.items()
+    }
+    with EnvPool(counted) as pool:
+        twice = [{k: outcome(rollout(ExpertPolicy(10), v, pool, execute_steps=5, batch=4)) for k, v in specs.items()}
+                 for _ in range(2)]  # fmt: skip
+        assert len(made) == 4  # made once, for the first rollout; every later one borrowed them
+    assert pool.envs == []
+    assert twice[0] == fresh and twice[1] == fresh

@@ -35,10 +35,12 @@ BENCHMARKS: dict[str, Callable[[], dict]] = {
     "domain_gap": domain_gap.domain_gap,
     "fast_placement": fast_placement.fast_placement,
     "metaworld_references": metaworld.metaworld_references,
+    "env_pool": metaworld.env_pool,
 }
 SLOW = {
     "main_job",
     "domain_gap",
     "fast_placement",
     "metaworld_references",
+    "env_pool",
 }  # minutes each: run by name, not by `kinsul bench all`

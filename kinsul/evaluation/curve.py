@@ -16,7 +16,7 @@ import torch
 
 from kinsul.evaluation.environments import Environment
 from kinsul.evaluation.policies import NormalizedPolicy, VLAPolicy
-from kinsul.evaluation.rollouts import EpisodeSpec, rollout, summarize
+from kinsul.evaluation.rollouts import EnvPool, EpisodeSpec, rollout, summarize
 
 
 def curve_specs(tasks: list[str], episodes: int, seed: int) -> list[EpisodeSpec]:
@@ -44,6 +44,7 @@ class SuccessCurve(L.Callback):
         self.train_seconds = 0.0  # training time only: the evaluations themselves are not counted
         self.curve_seconds = 0.0  # the curve's own rollouts, in this process (time/curve_s)
         self._tick = 0.0
+        self._envs: EnvPool | None = None  # made at the first point, reused by every later one
 
     # -- timing: wall time of training steps, evaluation excluded --------------------------------------
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -82,8 +83,10 @@ class SuccessCurve(L.Callback):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(step)  # the policy's flow noise: same at every run of this step
                 with self.env.rolling_out():
+                    if self._envs is None:
+                        self._envs = EnvPool(self.env.make)
                     results = rollout(
-                        policy, self.specs, self.env.make, self.execute_steps, batch=len(self.specs)
+                        policy, self.specs, self._envs, self.execute_steps, batch=len(self.specs)
                     )
         finally:
             vla.train(was_training)
@@ -100,6 +103,11 @@ class SuccessCurve(L.Callback):
                             "speed/seconds_to_success": self.train_seconds})  # fmt: skip
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if self._envs is not None:
+            self._envs.close()
+            self._envs = None
 
     def state_dict(self):
         return {"reached_at": self.reached_at, "points": self.points, "train_seconds": self.train_seconds}

@@ -21,7 +21,7 @@ from kinsul.evaluation.environments import environment
 from kinsul.evaluation.latency import FAST_TOKENS, chunk_latency
 from kinsul.evaluation.policies import NormalizedPolicy, VLAPolicy
 from kinsul.evaluation.retention import retention
-from kinsul.evaluation.rollouts import evaluation_specs, rollout, summarize
+from kinsul.evaluation.rollouts import EnvPool, evaluation_specs, rollout, summarize
 from kinsul.models.build import build_vla, check_data_spec
 from kinsul.runs import pretrained
 from kinsul.runs.assembly import data_spec, make_tokenizer, prepare
@@ -85,8 +85,12 @@ def evaluate(target: str | Path, overrides: list[str] = (), log: bool = True) ->
         actor = NormalizedPolicy(policy, normalization) if normalization else policy
         specs = evaluation_specs(env.tasks, e.episodes, e.seed, env.sets)
         start = time.perf_counter()
-        with clock.phase("rollouts"), env.rolling_out():
-            results = {k: rollout(actor, v, env.make, e.execute_steps, e.batch, record=e.videos)
+        with (
+            clock.phase("rollouts"),
+            env.rolling_out(),
+            EnvPool(env.make) as pool,
+        ):  # one set-up for every set
+            results = {k: rollout(actor, v, pool, e.execute_steps, e.batch, record=e.videos)
                        for k, v in specs.items()}  # fmt: skip
         steps = sum(r.steps for rs in results.values() for r in rs)
         metrics["speed/rollout_steps_per_s"] = steps / (time.perf_counter() - start)

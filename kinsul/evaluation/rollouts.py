@@ -35,6 +35,33 @@ class EpisodeResult:
 EVALUATION_SETS = ("seen", "heldout", "language")
 
 
+class EnvPool:
+    """Environments made once and lent to every rollout that takes from it: a simulator's set-up (Meta-World's
+    model and GL context, about a second per environment) is paid once per evaluation or training run, not once
+    per rollout call. Each episode starts from ``reset(seed=, options=)``, as a fresh environment's would: a
+    rollout already reuses its environments from one group of episodes to the next."""
+
+    def __init__(self, make_env: Callable[[], gym.Env]):
+        self.make_env = make_env
+        self.envs: list[gym.Env] = []
+
+    def take(self, n: int) -> list[gym.Env]:
+        while len(self.envs) < n:
+            self.envs.append(self.make_env())
+        return self.envs[:n]
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+        self.envs.clear()
+
+    def __enter__(self) -> EnvPool:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+
 def evaluation_specs(tasks: list[str], episodes: int, seed: int,
                      sets: tuple[str, ...] = EVALUATION_SETS) -> dict[str, list[EpisodeSpec]]:  # fmt: skip
     """The fixed evaluation set: per task family, seen and held-out targets, and distractor scenes (the ``sets``
@@ -49,12 +76,22 @@ def evaluation_specs(tasks: list[str], episodes: int, seed: int,
     return {k: v for k, v in out.items() if k in sets}
 
 
-def rollout(policy: Policy, specs: list[EpisodeSpec], make_env: Callable[[], gym.Env], execute_steps: int,
+def rollout(policy: Policy, specs: list[EpisodeSpec], make_env: Callable[[], gym.Env] | EnvPool, execute_steps: int,
             batch: int = 16, record: int = 0) -> list[EpisodeResult]:  # fmt: skip
     """Run every spec to termination; the policy is queried for a chunk whenever an env has used up
-    ``execute_steps`` actions of its previous one."""
+    ``execute_steps`` actions of its previous one. ``make_env``: a factory (environments made and closed here) or
+    an ``EnvPool`` (borrowed, left open for the next rollout)."""
+    pool = make_env if isinstance(make_env, EnvPool) else EnvPool(make_env)
+    try:
+        return _rollout(policy, specs, pool.take(min(batch, len(specs))), execute_steps, record)
+    finally:
+        if pool is not make_env:
+            pool.close()
+
+
+def _rollout(policy: Policy, specs: list[EpisodeSpec], envs: list[gym.Env], execute_steps: int,
+             record: int) -> list[EpisodeResult]:  # fmt: skip
     results: list[EpisodeResult] = []
-    envs = [make_env() for _ in range(min(batch, len(specs)))]
     for start in range(0, len(specs), len(envs)):
         group = specs[start : start + len(envs)]
         live = envs[: len(group)]
@@ -81,8 +118,6 @@ def rollout(policy: Policy, specs: list[EpisodeSpec], make_env: Callable[[], gym
         for i, s in enumerate(group):
             followed = info[i]["first_interaction"] == info[i]["target"] if "target" in info[i] else None
             results.append(EpisodeResult(s, bool(info[i]["is_success"]), followed, steps[i], frames[i]))
-    for env in envs:
-        env.close()
     return results
 
 
