@@ -23,8 +23,8 @@ from kinsul.sweeps.plots import TrialRun, all_plots, domain_gap, pooled_success
 from kinsul.sweeps.run import SWEEP_TAG, storage, study_name
 from kinsul.sweeps.spec import PRUNE_METRIC, VARIANT, SweepSpec, load_sweep, split_overrides
 
-# the domain-gap bench's record (x axis of the gap figure), read from the sweep's folder (a checkout)
-GAP_RECORD = Path("docs/benchmarks.json")
+# the domain-gap bench's records (x axis of the gap figure): the sweep folder's, then the code checkout's
+GAP_RECORDS = (Path("docs/benchmarks.json"), Path(__file__).resolve().parents[2] / "docs" / "benchmarks.json")
 
 COLUMNS = [
     ("speed/steps_to_success", "steps to success"),
@@ -154,12 +154,15 @@ def setting(strategy: str, params: dict[str, str]) -> str:
     return " ".join([strategy, *(f"{k}={v}" for k, v in sorted(options.items()))])
 
 
-def location_errors(path: Path = GAP_RECORD) -> dict[str, float]:
-    """{VLM name: K/V location error} from the recorded `kinsul bench domain_gap` (empty if not recorded)."""
-    if not path.is_file():
-        return {}
-    rows = json.loads(path.read_text()).get("domain_gap", {}).get("table", [])
-    return {r["vlm"]: r["kv_location_error"] for r in rows}
+def location_errors(paths: tuple[Path, ...] = GAP_RECORDS) -> dict[str, float]:
+    """{VLM name: K/V location error} from the recorded `kinsul bench domain_gap` runs: the sweep folder's record
+    first, the code checkout's for VLMs it does not name (empty if neither holds one)."""
+    errors: dict[str, float] = {}
+    for path in paths:
+        if path.is_file():
+            rows = json.loads(path.read_text()).get("domain_gap", {}).get("table", [])
+            errors = {r["vlm"]: r["kv_location_error"] for r in rows} | errors
+    return errors
 
 
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -228,14 +231,12 @@ def report(preset: str, overrides: list[str] = (), out_dir: str | Path | None = 
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        all_plots(groups, out)
+        several_vlms = len({r.vlm for g in groups.values() for r in g}) > 1
+        if domain_gap(groups, location_errors(), out) is None and several_vlms:
+            text += ("\n\n- rows of several VLMs, but not two at one setting with a K/V location error in "
+                     "docs/benchmarks.json (`kinsul bench domain_gap`): no domain_gap.png")  # fmt: skip
         (out / "report.md").write_text(text + "\n")
         with open(out / "report.csv", "w", newline="") as f:
             csv.writer(f).writerows([header, *rows])
-        all_plots(groups, out)
-        if (
-            domain_gap(groups, location_errors(), out) is None
-            and len({r.vlm for g in groups.values() for r in g}) > 1
-        ):
-            text += (f"\n\n- rows of several VLMs, but not two at one setting with a K/V location error in "
-                     f"{GAP_RECORD} (`kinsul bench domain_gap`): no domain_gap.png")  # fmt: skip
     return text
