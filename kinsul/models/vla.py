@@ -216,7 +216,7 @@ class VLA(nn.Module):
 def compiled_joint_forward():
     """``joint_forward`` through torch.compile (Inductor), one per process. Shapes change with a batch's text and
     FAST lengths, so a dimension goes dynamic at its first change (dynamic=None) instead of compiling each length
-    anew; the modules are inputs of the graph, so every layer and every model share it."""
+    anew; the modules are inputs of the graph, so models of the same architecture share it."""
     return torch.compile(joint_forward, dynamic=None)
 
 
