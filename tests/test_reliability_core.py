@@ -66,6 +66,8 @@ def test_a_signal_in_the_middle_of_a_checkpoint_write_lands_after_the_file_is_wh
     previous = signal.signal(
         signal.SIGTERM, lambda number, frame: got.append(number)
     )  # Lightning's way: a flag
+    # Python's own SIGINT handler, as at a terminal: a shell's background job starts with SIGINT ignored
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         path = tmp_path / "last.ckpt"
         with pytest.raises(KeyboardInterrupt) if sig == signal.SIGINT else _no_raise():
@@ -81,6 +83,13 @@ def test_a_signal_in_the_middle_of_a_checkpoint_write_lands_after_the_file_is_wh
         assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
+
+
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT at its default, so Python installs its handler (a shell's background job,
+    e.g. a CI runner's, starts with SIGINT ignored, and an ignored signal stays ignored across exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _no_raise():
@@ -180,9 +189,8 @@ def test_a_signal_ends_training_with_its_exit_code_a_checkpoint_and_a_killed_run
     log = micro_root / f"{name}.stderr"
     # stderr to a file, not a pipe: a progress bar filling an unread pipe would block the child
     with open(log, "w") as stderr:
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=stderr, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-        )
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_default_sigint)  # fmt: skip
     deadline = time.time() + 120
     while not (run_dir / "checkpoints" / "last.ckpt").exists() and time.time() < deadline:
         time.sleep(0.2)
