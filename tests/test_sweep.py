@@ -21,13 +21,13 @@ from kinsul.sweeps.spec import load_sweep
 from kinsul.training import train as train_lib
 
 
-def write_preset(tmp_path, grid="{strategy.name: [naive, ki], seed: [0]}", space="grid"):
+def write_preset(tmp_path, grid="{strategy.name: [naive, ki], seed: [0]}", space="grid", heartbeat_s=1):
     preset = tmp_path / "mini.yaml"
     preset.write_text(f"""base: micro
 sweep:
   {space}: {grid}
   storage: sqlite:///{tmp_path}/optuna.db
-  heartbeat_s: 1
+  heartbeat_s: {heartbeat_s}
 eval: {{episodes: 1, latency_repeats: 1, probe_samples: 14, videos: 0}}
 """)
     return str(preset)
@@ -295,7 +295,11 @@ def test_workers_started_together_on_fresh_stores_split_the_grid(micro_root, tmp
     import sys
     from pathlib import Path
 
-    preset = write_preset(tmp_path, grid="{strategy.name: [stop_grad], seed: [0, 1, 2, 3, 4, 5]}")
+    # no worker dies here: a heartbeat grace of seconds, not 2 s, so that three processes starting torch on two
+    # cores and sharing one sqlite file cannot look dead to each other (CI once failed a live worker's trial)
+    preset = write_preset(
+        tmp_path, grid="{strategy.name: [stop_grad], seed: [0, 1, 2, 3, 4, 5]}", heartbeat_s=10
+    )
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cmd = [str(Path(sys.executable).parent / "kinsul"), "sweep", preset, "--resume", f"data.root={micro_root / 'data'}",
            f"tracking.uri={tracking}", f"trainer.runs_dir={tmp_path / 'runs'}", "trainer.max_steps=1",
