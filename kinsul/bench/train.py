@@ -52,6 +52,20 @@ def _training_setup(name, cfg, tok, fast, robot, vlm_data, batch: int, n_batches
     return module, batches, opt, stream.batch_size
 
 
+def _cycling_step(module, opt, batches):
+    """A full training step (forward, backward, AdamW) whose every call takes the next of ``batches``, cyclically."""
+    calls = itertools.count()
+
+    def step():
+        losses = module.compute_losses(batches[next(calls) % len(batches)])
+        loss = sum(module.weights[k] * v for k, v in losses.items())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
 def strategy_steps(batch: int = 32, rounds: int = 12) -> dict:
     """Each strategy's first training batch comes from the generated datasets through the training stream
     (real prompts, real FAST lengths, VLM samples in the strategy's share of the batch), as in `kinsul train`."""
@@ -65,16 +79,7 @@ def strategy_steps(batch: int = 32, rounds: int = 12) -> dict:
             fast_tokens = statistics.mean(float(b.robot.fast_mask.sum(1).float().mean()) for b in batches)
             fast_padded = statistics.mean(b.robot.fast_ids.shape[1] for b in batches)
 
-        calls = itertools.count()  # each call takes the next batch of the group
-
-        def step(module=module, opt=opt, batches=batches, calls=calls):
-            losses = module.compute_losses(batches[next(calls) % len(batches)])
-            loss = sum(module.weights[k] * v for k, v in losses.items())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-
-        steps[name] = step
+        steps[name] = _cycling_step(module, opt, batches)  # each call takes the next batch of the group
     # Interleaved rounds: every strategy is timed once per round, so drift in machine speed hits all alike.
     times: dict[str, list[float]] = {label: [] for label in steps}
     for fn in steps.values():
@@ -153,12 +158,10 @@ def _first_compiled_steps(name: str, cache_dir: str, batch: int) -> float:
     cfg, tok, fast, robot, vlm_data = _tiny_data()
     module, batches, opt, _ = _training_setup(name, cfg, tok, fast, robot, vlm_data, batch, 2)
     module.vla.compile_layers = True
+    step = _cycling_step(module, opt, batches)
     start = time.perf_counter()
-    for b in batches:
-        loss = sum(module.weights[k] * v for k, v in module.compute_losses(b).items())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    for _ in batches:
+        step()
     return time.perf_counter() - start
 
 
@@ -195,15 +198,7 @@ def step_speedups(batch: int = 32, rounds: int = 12) -> dict:
                 [{"params": g.params} for g in module.groups], lr=1e-4, fused=fused or None
             )
             module.vla.compile_layers = compiled
-            calls = itertools.count()
-
-            def step(module=module, opt=opt, batches=batches, calls=calls):
-                losses = module.compute_losses(batches[next(calls) % len(batches)])
-                loss = sum(module.weights[k] * v for k, v in losses.items())
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-
+            step = _cycling_step(module, opt, batches)
             for _ in range(len(batches)):  # every length group compiled before timing
                 step()
             steps[(name, label)] = step
