@@ -9,6 +9,8 @@ from test_strategies import module_for
 from test_strategies import setup as setup  # noqa: PLC0414 (the fixture, re-exported for this module)
 
 from kinsul.data.batch import TrainBatch
+from kinsul.models.masks import joint_mask
+from kinsul.models.mot import matmul_attention
 from kinsul.runs.schedule import adamw_warmup_cosine
 
 needs_compiler = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
@@ -43,6 +45,31 @@ def test_a_compiled_training_step_matches_the_eager_one(setup):
     assert grads_c.keys() == grads_e.keys() and len(grads_e) > 20
     for name in grads_e:
         torch.testing.assert_close(grads_c[name], grads_e[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("heads, kv_heads", [(4, 1), (4, 2), (2, 2)])
+def test_matmul_attention_is_sdpa(heads, kv_heads):
+    """The compiled CPU step's attention: SDPA's outputs and input gradients under kinsul's real masks (padding
+    rows, a causal suffix, expert tokens), grouped queries included."""
+    torch.manual_seed(0)
+    prefix_valid = torch.rand(3, 9) > 0.3
+    prefix_valid[:, 0] = True
+    suffix_valid = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    mask = joint_mask(prefix_valid, suffix_valid, n_expert=5)
+    T = mask.shape[1]
+    q = torch.randn(3, heads, T, 8, requires_grad=True)
+    k, v = (torch.randn(3, kv_heads, T, 8, requires_grad=True) for _ in range(2))
+    grad = torch.randn(3, heads, T, 8)
+    results = []
+    for attend in (
+        lambda: torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask[:, None], scale=0.3, enable_gqa=heads != kv_heads),
+        lambda: matmul_attention(q, k, v, mask, 0.3),
+    ):  # fmt: skip
+        out = attend()
+        results.append((out, *torch.autograd.grad(out, (q, k, v), grad)))
+    for sdpa, matmul in zip(*results, strict=True):
+        torch.testing.assert_close(matmul, sdpa, atol=1e-6, rtol=1e-5)
 
 
 def test_the_fused_optimizer_takes_the_loops_steps():

@@ -101,9 +101,10 @@ class TrainerConfig:
     # recompute each joint layer in the backward pass instead of storing its activations: less memory for a real
     # backbone (about a third more compute); the same gradients
     gradient_checkpointing: bool = False
-    # torch.compile (Inductor) of the joint layer pass in training steps: fused elementwise kernels, the same
-    # values up to float rounding (tests/test_throughput.py). It pays once compiled: 40-90 s on 2 CPU cores the
-    # first time, seconds from Inductor's on-disk cache after that (docs/sweeps.md, `kinsul bench step_speedups`)
+    # torch.compile (Inductor) of the joint layer pass in training steps: fused elementwise kernels and, on CPU,
+    # attention as matmuls + one fused softmax; the same values up to float rounding (tests/test_throughput.py).
+    # It pays once compiled: about a minute or two on 2 CPU cores the first time, seconds from Inductor's on-disk
+    # cache after that (docs/sweeps.md, `kinsul bench step_speedups`)
     compile: bool = False
     # AdamW's fused kernel (one op for every parameter instead of a loop over them); its update differs from the
     # loop's in the last bit, so it is a choice, not a silent default

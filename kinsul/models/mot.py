@@ -38,10 +38,29 @@ def _qkv(layer: nn.Module, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tens
 
 def _attend(layer: nn.Module, q, k, v, mask: torch.Tensor) -> torch.Tensor:
     attn = layer.self_attn
-    # Grouped-query attention inside SDPA: each kv head serves q_heads / kv_heads query heads without copies.
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], scale=attn.scaling,
-                                         enable_gqa=q.shape[1] != k.shape[1])  # fmt: skip
+    if q.device.type == "cpu" and torch.compiler.is_compiling():
+        out = matmul_attention(q, k, v, mask, attn.scaling)
+    else:
+        # Grouped-query attention inside SDPA: each kv head serves q_heads / kv_heads query heads without copies.
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], scale=attn.scaling,
+                                             enable_gqa=q.shape[1] != k.shape[1])  # fmt: skip
     return attn.o_proj(out.transpose(1, 2).reshape(*q.shape[:1], q.shape[2], -1))
+
+
+def matmul_attention(q, k, v, mask: torch.Tensor, scale: float) -> torch.Tensor:
+    """SDPA's result as two batched matmuls and a softmax, for compiled CPU steps: Inductor fuses the mask, scale
+    and softmax into one kernel around them, where CPU SDPA's flash kernel (forward and backward) costs more than
+    the whole attention at kinsul's sequence lengths (tens of tokens; `kinsul bench step_speedups`). Grouped
+    queries fold into the query length, so each kv head is read once, without copies.
+
+    q (B, H, L, D), k and v (B, KV, S, D), mask (B, L, S) bool, True where a query may attend (never an empty row).
+    """
+    B, H, L, D = q.shape
+    KV, S = k.shape[1], k.shape[2]
+    g = H // KV
+    scores = (q.reshape(B, KV, g * L, D) @ k.transpose(-1, -2)) * scale
+    scores = scores.view(B, KV, g, L, S).masked_fill(~mask[:, None, None], float("-inf"))
+    return (scores.view(B, KV, g * L, S).softmax(-1) @ v).view(B, H, L, D)
 
 
 def _mlp(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
