@@ -180,7 +180,12 @@ class MLflowTracker:
             self.client.log_artifact(run_id, str(path), artifact_path=artifact_path)
 
     def describe(self, run_id: str, text: str) -> None:
-        self.client.set_tag(run_id, "mlflow.note.content", text)  # the run's description in the UI
+        """The run's description in the UI. Through log_batch, not set_tag: every worker of a sweep describes its
+        parent run when it ends, and set_tag's read-then-insert loses to a concurrent insert on a server's
+        database (a duplicate key); the batch path retries that."""
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag("mlflow.note.content", text)])
 
     def where(self) -> str:
         return f"MLflow: {self.cfg.uri}, experiment '{self.cfg.experiment}'; browse with `kinsul ui`"

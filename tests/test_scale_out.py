@@ -150,3 +150,38 @@ def test_workers_flag_starts_local_workers_that_share_one_grid(micro_root, tmp_p
     assert all("Traceback" not in log for log in logs), logs
     runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert runs == ["local-naive-s0", "local-naive-s1", "local-stop_grad-s0", "local-stop_grad-s1"]
+
+
+@pytest.mark.integration
+def test_workers_describing_the_sweep_run_at_once_all_succeed(servers):
+    """Every worker that ends a sweep writes the report into the parent run's description. On the server's
+    PostgreSQL a plain set_tag is a read-then-insert, so the first description written by two workers at
+    once lost one of them to a duplicate key (a worker exiting 1 at the very end); the tracker writes it the
+    way MLflow retries concurrent tag inserts."""
+    import threading
+
+    from kinsul import tracking
+    from kinsul.config.sections import TrackingConfig
+
+    _, url, _ = servers
+    tracker = tracking.MLflowTracker(TrackingConfig(uri=url, experiment="describe"))
+    client = MlflowClient(url)
+    experiment = client.create_experiment("describe")
+    for attempt in range(5):  # a race: a few fresh runs give it every chance to show
+        run = client.create_run(experiment).info.run_id
+        start, errors = threading.Barrier(6), []
+
+        def describe(i, run=run, start=start, errors=errors):
+            start.wait()
+            try:
+                tracker.describe(run, f"report {i}")
+            except Exception as e:  # noqa: BLE001 (collected, the assertion names it)
+                errors.append(e)
+
+        threads = [threading.Thread(target=describe, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, (attempt, errors[0])
+        assert client.get_run(run).data.tags["mlflow.note.content"] in {f"report {i}" for i in range(6)}
