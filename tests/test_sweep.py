@@ -86,6 +86,16 @@ def test_grid_kill_resume_and_report(micro_root, tmp_path, monkeypatch):
 
     assert {r.data.tags["kinsul.vlm"] for r in children} == {vlm_name(load_config(preset, overrides))}
     assert not (tmp_path / "out" / "domain_gap.png").exists()
+    # runs logged before the tag existed started from their own sweep's VLM, also when another regime's sweep
+    # reads them as its reference rows (its config names another VLM)
+    from kinsul.sweeps.report import collect
+
+    for child in children:
+        client.delete_tag(child.info.run_id, "kinsul.vlm")
+    other = load_config(preset, [*overrides, "data.vlm_domain=foreign"])
+    assert vlm_name(other) != vlm_name(load_config(preset, overrides))
+    rows = collect(preset, other, load_sweep(preset))
+    assert {r.vlm for runs in rows.values() for r in runs} == {vlm_name(load_config(preset, overrides))}
 
 
 def test_the_domain_gap_figure_places_each_setting_at_its_vlms_location_error(tmp_path):

@@ -107,10 +107,14 @@ def group_keys(spec: SweepSpec) -> list[str]:
 
 
 def collect(preset: str, cfg: KinsulConfig, spec: SweepSpec) -> dict[str, list[TrialRun]]:
-    """Finished child runs of the sweep (its base config ``cfg`` says where they are logged), grouped by strategy
-    and every other swept key except the seed: {row label: [one TrialRun per seed/trial]}. A sweep with none
-    fails, saying so."""
+    """Finished child runs of the sweep ``preset``, read from the store ``cfg.tracking`` names (the reporting
+    sweep's: a reference sweep's runs are read from the same folder), grouped by strategy and every other swept key
+    except the seed: {row label: [one TrialRun per seed/trial]}. A sweep with none fails, saying so."""
     keys = group_keys(spec)
+    # runs logged before the `kinsul.vlm` tag existed started from their own preset's VLM (not swept then): the
+    # preset's, not the reporting sweep's, which may be another regime
+    own = load_config(preset)
+    untagged_vlm = own.model.pretrained_path or vlm_name(own)
     missing = FileNotFoundError(f"sweep '{study_name(preset)}' has no finished trials in {cfg.tracking.uri}: run "
                                 f"`kinsul sweep {preset}` first, from the folder that holds its stores")  # fmt: skip
     db = cfg.tracking.uri.removeprefix("sqlite:///")
@@ -134,8 +138,7 @@ def collect(preset: str, cfg: KinsulConfig, spec: SweepSpec) -> dict[str, list[T
         groups.setdefault(label, []).append(
             TrialRun(_final_metrics(client, run), _history(client, run_id, "val/velocity_mse"), max_steps,
                      _history(client, run_id, "eval/success"),
-                     # runs logged before the tag existed started from the preset's VLM (not swept then)
-                     run.data.tags.get("kinsul.vlm") or cfg.model.pretrained_path or vlm_name(cfg),
+                     run.data.tags.get("kinsul.vlm") or untagged_vlm,
                      setting(run.data.tags.get("strategy", "?"), run.data.params))
         )  # fmt: skip
     if not groups:
