@@ -122,6 +122,43 @@ def test_the_domain_gap_figure_places_each_setting_at_its_vlms_location_error(tm
     assert domain_gap(groups, {"world": 0.126}, tmp_path / "none") is None
 
 
+def test_curves_of_two_regimes_are_drawn_side_by_side_in_one_colour_per_strategy(tmp_path, monkeypatch):
+    """A report with another sweep's reference rows (another regime) draws each sweep's curves in its own panel,
+    a row under its own name there; the reported sweep's panel first."""
+    import matplotlib.pyplot as plt
+
+    from kinsul.sweeps import plots
+
+    def run(sweep, vlm, success):
+        return plots.TrialRun({"eval/success": success}, curve=[(0, 0.3), (10, 0.1)], max_steps=10,
+                              success_curve=[(0, 0.0), (10, success)], vlm=vlm, sweep=sweep)  # fmt: skip
+
+    groups = {
+        "naive": [run("paper_foreign", "foreign", 0.2), run("paper_foreign", "foreign", 0.3)],
+        "ki": [run("paper_foreign", "foreign", 0.4)],
+        "naive (paper)": [run("paper", "world", 0.5)],
+        "stop_grad (paper)": [run("paper", "world", 0.6)],
+    }
+    panels = plots.by_sweep(groups)
+    assert list(panels) == ["paper_foreign", "paper"]
+    assert list(panels["paper_foreign"]) == ["naive", "ki"]
+    assert list(panels["paper"]) == ["naive", "stop_grad"]
+    drawn, save = [], plots._save
+
+    def keep_axes(fig, path):
+        drawn.append(fig.axes)
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep_axes)
+    assert plots.success_curves(groups, tmp_path).stat().st_size > 1000
+    [(foreign, world)] = drawn
+    assert "paper_foreign: VLM foreign" in foreign.get_title() and "paper: VLM world" in world.get_title()
+    colour = {ax: {line.get_label().split(" (")[0]: line.get_color() for line in ax.get_lines()}
+              for ax in (foreign, world)}  # fmt: skip
+    assert colour[foreign]["naive"] == colour[world]["naive"] != colour[world]["stop_grad"]
+    plt.close("all")
+
+
 def test_unknown_key_or_strategy_fails_before_any_trial(micro_root, tmp_path):
     overrides = [f"data.root={micro_root / 'data'}"]
     with pytest.raises(ConfigError, match="trainer.max_stepz"):

@@ -28,6 +28,7 @@ class TrialRun:
     )  # (step, eval/success) during training
     vlm: str = ""  # the pretrained VLM it started from (its name, or a folder)
     setting: str = ""  # the strategy and its non-default options that the row's VLMs are compared at
+    sweep: str = ""  # the study it ran in: the reported sweep's, or a reference sweep's (another regime's)
 
 
 def _stats(runs: list[TrialRun], key: str) -> tuple[float, float]:
@@ -58,9 +59,42 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _curves(groups: dict[str, list[TrialRun]], attr: str, ax) -> None:
+def by_sweep(groups: dict[str, list[TrialRun]]) -> dict[str, dict[str, list[TrialRun]]]:
+    """{sweep: {row: runs}}: the reported sweep's rows first, then each reference sweep's, each row under its
+    own name (the report labels a reference row `naive (paper)`; within the `paper` panel it is `naive`)."""
+    panels: dict[str, dict[str, list[TrialRun]]] = {}
+    for label, runs in groups.items():
+        sweep = runs[0].sweep
+        panels.setdefault(sweep, {})[label.removesuffix(f" ({sweep})") if sweep else label] = runs
+    return panels
+
+
+def _panel_title(sweep: str, rows: dict[str, list[TrialRun]]) -> str:
+    vlms = {run.vlm for runs in rows.values() for run in runs}
+    return sweep + (f": VLM {next(iter(vlms))}" if len(vlms) == 1 and "" not in vlms else "")
+
+
+def _curve_panels(groups: dict[str, list[TrialRun]], attr: str, ylabel: str, title: str, path: Path,
+                  ylim: tuple[float, float] | None = None) -> Path:  # fmt: skip
+    """One panel per sweep (side by side when the report holds another regime's reference rows), a strategy in
+    the same colour in every panel, the y axis shared."""
+    panels = by_sweep(groups)
+    colours = _colours(sorted({row for rows in panels.values() for row in rows}))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 3.8), sharey=True, squeeze=False)
+    for ax, (sweep, rows) in zip(axes[0], panels.items(), strict=True):
+        _curves(rows, attr, ax, colours)
+        ax.set_title(f"{title}\n{_panel_title(sweep, rows)}" if len(panels) > 1 else title, fontsize=10)
+    axes[0][0].set_ylabel(ylabel)
+    if ylim:
+        axes[0][0].set_ylim(*ylim)
+    return _save(fig, path)
+
+
+def _curves(
+    groups: dict[str, list[TrialRun]], attr: str, ax, colours: dict[str, tuple] | None = None
+) -> None:
     """One line per strategy: the mean over its seeds at the steps they all logged, with a band of one std."""
-    colours = _colours(list(groups))
+    colours = colours or _colours(list(groups))
     for strategy, runs in groups.items():
         series = [dict(getattr(run, attr)) for run in runs if getattr(run, attr)]
         if not series:
@@ -79,21 +113,15 @@ def _curves(groups: dict[str, list[TrialRun]], attr: str, ax) -> None:
 
 
 def learning_curves(groups: dict[str, list[TrialRun]], out: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    _curves(groups, "curve", ax)
-    ax.set_ylabel("val/velocity_mse")
-    ax.set_title("expected-chunk velocity error during training")
-    return _save(fig, out / "learning_curves.png")
+    return _curve_panels(groups, "curve", "val/velocity_mse", "expected-chunk velocity error during training",
+                         out / "learning_curves.png")  # fmt: skip
 
 
 def success_curves(groups: dict[str, list[TrialRun]], out: Path) -> Path:
     """Training speed as the paper plots it: closed-loop success (the fixed curve seed set) against steps."""
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    _curves(groups, "success_curve", ax)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_ylabel("eval/success (curve seed set)")
-    ax.set_title("closed-loop success against training steps")
-    return _save(fig, out / "success_curves.png")
+    return _curve_panels(groups, "success_curve", "eval/success (curve seed set)",
+                         "closed-loop success against training steps", out / "success_curves.png",
+                         ylim=(-0.02, 1.02))  # fmt: skip
 
 
 def _bars(ax, groups, keys_labels, ylabel):

@@ -139,7 +139,7 @@ def collect(preset: str, cfg: KinsulConfig, spec: SweepSpec) -> dict[str, list[T
             TrialRun(_final_metrics(client, run), _history(client, run_id, "val/velocity_mse"), max_steps,
                      _history(client, run_id, "eval/success"),
                      run.data.tags.get("kinsul.vlm") or untagged_vlm,
-                     setting(run.data.tags.get("strategy", "?"), run.data.params))
+                     setting(run.data.tags.get("strategy", "?"), run.data.params), study_name(preset))
         )  # fmt: skip
     if not groups:
         raise missing
