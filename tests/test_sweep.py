@@ -156,6 +156,11 @@ def test_curves_of_two_regimes_are_drawn_side_by_side_in_one_colour_per_strategy
     colour = {ax: {line.get_label().split(" (")[0]: line.get_color() for line in ax.get_lines()}
               for ax in (foreign, world)}  # fmt: skip
     assert colour[foreign]["naive"] == colour[world]["naive"] != colour[world]["stop_grad"]
+    styles = plots._styles(groups)  # the scatter plots: a strategy's colour, a sweep's marker
+    assert (
+        styles["naive"][0] == styles["naive (paper)"][0] and styles["naive"][1] != styles["naive (paper)"][1]
+    )
+    assert plots.success_vs_retention(groups, tmp_path).stat().st_size > 1000
     plt.close("all")
 
 

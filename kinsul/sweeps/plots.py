@@ -59,14 +59,28 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _row_name(label: str, runs: list[TrialRun]) -> str:
+    """A row's name within its own sweep: the report labels a reference row `naive (paper)`; in `paper` it is
+    `naive`."""
+    sweep = runs[0].sweep
+    return label.removesuffix(f" ({sweep})") if sweep else label
+
+
 def by_sweep(groups: dict[str, list[TrialRun]]) -> dict[str, dict[str, list[TrialRun]]]:
-    """{sweep: {row: runs}}: the reported sweep's rows first, then each reference sweep's, each row under its
-    own name (the report labels a reference row `naive (paper)`; within the `paper` panel it is `naive`)."""
+    """{sweep: {row name: runs}}: the reported sweep's rows first, then each reference sweep's."""
     panels: dict[str, dict[str, list[TrialRun]]] = {}
     for label, runs in groups.items():
-        sweep = runs[0].sweep
-        panels.setdefault(sweep, {})[label.removesuffix(f" ({sweep})") if sweep else label] = runs
+        panels.setdefault(runs[0].sweep, {})[_row_name(label, runs)] = runs
     return panels
+
+
+def _styles(groups: dict[str, list[TrialRun]]) -> dict[str, tuple[tuple, str]]:
+    """{row label: (colour, marker)}: a strategy's colour is the same in every sweep of the report, the marker
+    tells the sweeps (regimes) apart: a circle for the reported sweep's rows, other shapes for reference rows."""
+    names = {label: _row_name(label, runs) for label, runs in groups.items()}
+    colours = _colours(sorted(set(names.values())))
+    markers = dict(zip(by_sweep(groups), "osD^v<>", strict=False))
+    return {label: (colours[names[label]], markers.get(runs[0].sweep, "o")) for label, runs in groups.items()}
 
 
 def _panel_title(sweep: str, rows: dict[str, list[TrialRun]]) -> str:
@@ -79,7 +93,7 @@ def _curve_panels(groups: dict[str, list[TrialRun]], attr: str, ylabel: str, tit
     """One panel per sweep (side by side when the report holds another regime's reference rows), a strategy in
     the same colour in every panel, the y axis shared."""
     panels = by_sweep(groups)
-    colours = _colours(sorted({row for rows in panels.values() for row in rows}))
+    colours = _colours(sorted({_row_name(label, runs) for label, runs in groups.items()}))
     fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 3.8), sharey=True, squeeze=False)
     for ax, (sweep, rows) in zip(axes[0], panels.items(), strict=True):
         _curves(rows, attr, ax, colours)
@@ -158,9 +172,10 @@ def speed_vs_retention(groups: dict[str, list[TrialRun]], out: Path) -> Path:
     """One point per row (strategy and swept setting): mean +- std over seeds of the steps until closed-loop
     success first reached trainer.success_target (a seed that never reached it counts at its budget: hollow
     marker, the speed is 'more than max_steps') against knowledge retention."""
-    colours = _colours(list(groups))
+    styles = _styles(groups)
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for label, runs in groups.items():
+        colour, marker = styles[label]
         xs = [r.metrics.get("speed/steps_to_success", r.max_steps) for r in runs]
         ys = [r.metrics.get("eval/retention", math.nan) for r in runs]
         reached = all("speed/steps_to_success" in r.metrics for r in runs)
@@ -168,8 +183,8 @@ def speed_vs_retention(groups: dict[str, list[TrialRun]], out: Path) -> Path:
         ys_ok = [y for y in ys if not math.isnan(y)]
         y = statistics.fmean(ys_ok) if ys_ok else math.nan
         sy = statistics.stdev(ys_ok) if len(ys_ok) > 1 else 0.0
-        ax.errorbar([statistics.fmean(xs)], [y], xerr=[sx], yerr=[sy], fmt="o", ms=7, capsize=3,
-                    color=colours[label], mfc=colours[label] if reached else "none", label=label)  # fmt: skip
+        ax.errorbar([statistics.fmean(xs)], [y], xerr=[sx], yerr=[sy], fmt=marker, ms=7, capsize=3,
+                    color=colour, mfc=colour if reached else "none", label=label)  # fmt: skip
     if not any("speed/steps_to_success" in r.metrics for runs in groups.values() for r in runs):
         ax.text(0.5, 0.5, "no trial reached the success target within its budget:\nsee success_vs_retention.png",
                 transform=ax.transAxes, ha="center", va="center", fontsize=9, color="grey")  # fmt: skip
@@ -237,7 +252,7 @@ def success_vs_retention(groups: dict[str, list[TrialRun]], out: Path) -> Path:
     """The trade-off the method is about, at the budget: closed-loop success (every headline episode of a row
     pooled, with its 95 % Wilson interval) against knowledge retention (mean +- std over seeds). Drawn whether
     or not any row reached the success target, so a short sweep still shows what it measured."""
-    colours = _colours(list(groups))
+    styles = _styles(groups)
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for label, runs in groups.items():
         pooled = pooled_success(runs)
@@ -245,7 +260,8 @@ def success_vs_retention(groups: dict[str, list[TrialRun]], out: Path) -> Path:
         if pooled is None or math.isnan(y):
             continue
         p, lo, hi, n = pooled
-        ax.errorbar([p], [y], xerr=[[p - lo], [hi - p]], yerr=[sy], fmt="o", ms=7, capsize=3, color=colours[label],
+        colour, marker = styles[label]
+        ax.errorbar([p], [y], xerr=[[p - lo], [hi - p]], yerr=[sy], fmt=marker, ms=7, capsize=3, color=colour,
                     label=f"{label} (n={n})")  # fmt: skip
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.1)
