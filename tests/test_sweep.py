@@ -414,6 +414,13 @@ eval: {{episodes: 1, latency_repeats: 1, probe_samples: 14, videos: 0}}
     assert "| naive backbone_lr_scale=0.1 | 1 |" in text and "| naive (mini) | 1 |" in text
     assert "reference row 'frozen' of sweep 'mini': no finished trials" in text
     assert len(list((tmp_path / "runs").iterdir())) == 2  # the reference row was not trained again
+    # the sweeps side by side, a column group each; a row one sweep lacks is a dash there
+    side = text[text.index("Side by side") :].splitlines()
+    assert side[2].startswith("| strategy | inner (") and "| mini (" in side[2]
+    assert side[4].startswith("| naive backbone_lr_scale=0.1 | 1 | ") and side[4].endswith(
+        "| – | – | – | – |"
+    )
+    assert side[5].startswith("| naive | – | – | – | – | 1 | ")
 
 
 def test_a_reference_to_an_unknown_sweep_fails_at_load(tmp_path):

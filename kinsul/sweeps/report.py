@@ -19,7 +19,7 @@ from kinsul.config.loader import load_config
 from kinsul.config.schema import KinsulConfig
 from kinsul.evaluation.environments import environment
 from kinsul.runs.pretrained import vlm_name
-from kinsul.sweeps.plots import TrialRun, all_plots, domain_gap, pooled_success
+from kinsul.sweeps.plots import TrialRun, all_plots, by_sweep, domain_gap, pooled_success
 from kinsul.sweeps.run import SWEEP_TAG, storage, study_name
 from kinsul.sweeps.spec import PRUNE_METRIC, VARIANT, SweepSpec, load_sweep, split_overrides
 
@@ -90,13 +90,38 @@ def _final_metrics(client: MlflowClient, run) -> dict[str, float]:
     return metrics
 
 
-def _pooled_ci(runs: list[TrialRun]) -> str:
-    """Success over every episode of a row's trials, with its 95 % Wilson interval."""
+def _pooled_ci(runs: list[TrialRun], episodes: bool = True) -> str:
+    """Success over every episode of a row's trials, with its 95 % Wilson interval (and how many episodes)."""
     pooled = pooled_success(runs)
     if pooled is None:
         return "–"
     p, lo, hi, n = pooled
-    return f"{p:.2f} [{lo:.2f}, {hi:.2f}] (n={n})"
+    return f"{p:.2f} [{lo:.2f}, {hi:.2f}]" + (f" (n={n})" if episodes else "")
+
+
+def side_by_side(groups: dict[str, list[TrialRun]]) -> str:
+    """The regimes side by side: a row per strategy (or setting), per sweep its seeds, pooled success with its
+    interval, retention and the seeds that reached the success target (steps to it, mean over those seeds)."""
+    panels = by_sweep(groups)
+    names = list(dict.fromkeys(row for rows in panels.values() for row in rows))
+    header = ["strategy"]
+    for sweep, rows in panels.items():
+        vlms = {r.vlm for runs in rows.values() for r in runs}
+        where = f"{sweep} ({next(iter(vlms))})" if len(vlms) == 1 else sweep
+        header += [f"{where}: seeds", "success, 95% CI", "retention", "at target: steps"]
+    table = []
+    for name in names:
+        cells = [name]
+        for rows in panels.values():
+            runs = rows.get(name, [])
+            steps = [r.metrics.get("speed/steps_to_success") for r in runs]
+            reached = [v for v in steps if v is not None]
+            cells += [str(len(runs)) if runs else "–", _pooled_ci(runs, episodes=False),
+                      _fmt([r.metrics.get("eval/retention") for r in runs]) if runs else "–",
+                      f"{len(reached)}/{len(runs)}: {statistics.fmean(reached):.0f}" if reached
+                      else (f"0/{len(runs)}" if runs else "–")]  # fmt: skip
+        table.append(cells)
+    return "Side by side (one column group per sweep: the regimes):\n\n" + _markdown(header, table)
 
 
 def group_keys(spec: SweepSpec) -> list[str]:
@@ -227,6 +252,8 @@ def report(preset: str, overrides: list[str] = (), out_dir: str | Path | None = 
     rows = [[s, str(len(runs)), *(_fmt([r.metrics.get(key) for r in runs], key) for key, _ in cols), _pooled_ci(runs)]
             for s, runs in groups.items()]  # fmt: skip
     text = _markdown(header, rows)
+    if len(by_sweep(groups)) > 1:
+        text += "\n\n" + side_by_side(groups)
     if notes:
         text += "\n\n" + "\n".join(f"- {n}" for n in notes)
     if search:
