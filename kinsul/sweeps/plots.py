@@ -74,18 +74,29 @@ def by_sweep(groups: dict[str, list[TrialRun]]) -> dict[str, dict[str, list[Tria
     return panels
 
 
+def _row_colours(groups: dict[str, list[TrialRun]]) -> dict[str, tuple]:
+    """{row name: colour}: a strategy's colour is the same in every sweep of the report."""
+    return _colours(sorted({_row_name(label, runs) for label, runs in groups.items()}))
+
+
 def _styles(groups: dict[str, list[TrialRun]]) -> dict[str, tuple[tuple, str]]:
-    """{row label: (colour, marker)}: a strategy's colour is the same in every sweep of the report, the marker
-    tells the sweeps (regimes) apart: a circle for the reported sweep's rows, other shapes for reference rows."""
-    names = {label: _row_name(label, runs) for label, runs in groups.items()}
-    colours = _colours(sorted(set(names.values())))
+    """{row label: (colour, marker)}: the row's colour (`_row_colours`); the marker tells the sweeps (regimes)
+    apart: a circle for the reported sweep's rows, other shapes for reference rows."""
+    colours = _row_colours(groups)
     markers = dict(zip(by_sweep(groups), "osD^v<>", strict=False))
-    return {label: (colours[names[label]], markers.get(runs[0].sweep, "o")) for label, runs in groups.items()}
+    return {label: (colours[_row_name(label, runs)], markers.get(runs[0].sweep, "o"))
+            for label, runs in groups.items()}  # fmt: skip
+
+
+def sweep_vlm(rows: dict[str, list[TrialRun]]) -> str | None:
+    """The VLM every run of a sweep's rows started from; None if they started from several (or none is known)."""
+    vlms = {run.vlm for runs in rows.values() for run in runs}
+    return next(iter(vlms)) if len(vlms) == 1 and "" not in vlms else None
 
 
 def _panel_title(sweep: str, rows: dict[str, list[TrialRun]]) -> str:
-    vlms = {run.vlm for runs in rows.values() for run in runs}
-    return sweep + (f": VLM {next(iter(vlms))}" if len(vlms) == 1 and "" not in vlms else "")
+    vlm = sweep_vlm(rows)
+    return sweep + (f": VLM {vlm}" if vlm else "")
 
 
 def _curve_panels(groups: dict[str, list[TrialRun]], attr: str, ylabel: str, title: str, path: Path,
@@ -93,7 +104,7 @@ def _curve_panels(groups: dict[str, list[TrialRun]], attr: str, ylabel: str, tit
     """One panel per sweep (side by side when the report holds another regime's reference rows), a strategy in
     the same colour in every panel, the y axis shared."""
     panels = by_sweep(groups)
-    colours = _colours(sorted({_row_name(label, runs) for label, runs in groups.items()}))
+    colours = _row_colours(groups)
     fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 3.8), sharey=True, squeeze=False)
     for ax, (sweep, rows) in zip(axes[0], panels.items(), strict=True):
         _curves(rows, attr, ax, colours)

@@ -19,7 +19,7 @@ from kinsul.config.loader import load_config
 from kinsul.config.schema import KinsulConfig
 from kinsul.evaluation.environments import environment
 from kinsul.runs.pretrained import vlm_name
-from kinsul.sweeps.plots import TrialRun, all_plots, by_sweep, domain_gap, pooled_success
+from kinsul.sweeps.plots import TrialRun, all_plots, by_sweep, domain_gap, pooled_success, sweep_vlm
 from kinsul.sweeps.run import SWEEP_TAG, storage, study_name
 from kinsul.sweeps.spec import PRUNE_METRIC, VARIANT, SweepSpec, load_sweep, split_overrides
 
@@ -106,8 +106,8 @@ def side_by_side(groups: dict[str, list[TrialRun]]) -> str:
     names = list(dict.fromkeys(row for rows in panels.values() for row in rows))
     header = ["strategy"]
     for sweep, rows in panels.items():
-        vlms = {r.vlm for runs in rows.values() for r in runs}
-        where = f"{sweep} ({next(iter(vlms))})" if len(vlms) == 1 else sweep
+        vlm = sweep_vlm(rows)
+        where = f"{sweep} ({vlm})" if vlm else sweep
         header += [f"{where}: seeds", "success, 95% CI", "retention", "at target: steps"]
     table = []
     for name in names:
@@ -116,8 +116,9 @@ def side_by_side(groups: dict[str, list[TrialRun]]) -> str:
             runs = rows.get(name, [])
             steps = [r.metrics.get("speed/steps_to_success") for r in runs]
             reached = [v for v in steps if v is not None]
+            # a sweep without this row: dashes (as _pooled_ci and _fmt give for no runs)
             cells += [str(len(runs)) if runs else "–", _pooled_ci(runs, episodes=False),
-                      _fmt([r.metrics.get("eval/retention") for r in runs]) if runs else "–",
+                      _fmt([r.metrics.get("eval/retention") for r in runs]),
                       f"{len(reached)}/{len(runs)}: {statistics.fmean(reached):.0f}" if reached
                       else (f"0/{len(runs)}" if runs else "–")]  # fmt: skip
         table.append(cells)
