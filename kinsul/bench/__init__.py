@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, Callable[[], dict]] = {
     "strategy_steps": train.strategy_steps,
     "step_profile": train.step_profile,
     "step_speedups": train.step_speedups,
+    "step_against_baseline": train.step_against_baseline,
     "eval_checkpoint": models.eval_checkpoint,
     "main_job": sweep.main_job,
     "calibration": calibration.calibration,
@@ -43,4 +44,5 @@ SLOW = {
     "fast_placement",
     "metaworld_references",
     "env_pool",
+    "step_against_baseline",
 }  # minutes each: run by name, not by `kinsul bench all`

@@ -239,3 +239,67 @@ def step_speedups(batch: int = 32, rounds: int = 12) -> dict:
     return {"value": speedup, "unit": "x naive step speed, compiled + fused AdamW over the plain step",
             "goal": ">= 1.5x (issue 27)", "ok": speedup >= 1.5, "command": "kinsul bench step_speedups",
             "details": details}  # fmt: skip
+
+
+BASELINE = "fa2f1c7"  # issue 27's "today": the commit at which it quoted the step times to beat
+
+
+def step_against_baseline(rounds: int = 15, repeats: int = 3, rev: str = BASELINE) -> dict:
+    """Today's naive and ki steps (plain, and compiled + fused AdamW) against the baseline commit's plain step:
+    ``rev`` checked out in a temporary git worktree, each version in its own fresh process (one kinsul per
+    interpreter), the three processes alternating ``repeats`` times so that drift in machine speed hits all
+    alike. Both read the same generated datasets (this checkout's data folder)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    git = ["git", "-C", str(root)]
+    if subprocess.run([*git, "cat-file", "-e", f"{rev}^{{commit}}"], capture_output=True).returncode:
+        raise RuntimeError(
+            f"step_against_baseline: {root} is not a git clone holding commit {rev} (the baseline)"
+        )
+    child = Path(__file__).with_name("step_child.py")
+    with tempfile.TemporaryDirectory() as tmp:
+        baseline, cache = Path(tmp) / "baseline", Path(tmp) / "inductor"
+        subprocess.run(
+            [*git, "worktree", "add", "--detach", str(baseline), rev], check=True, capture_output=True
+        )
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
+        runs = {"baseline_plain": (baseline, "plain"), "plain": (root, "plain"),
+                "compiled_fused": (root, "compiled_fused")}  # fmt: skip
+        ms: dict[str, dict[str, list[float]]] = {label: {"naive": [], "ki": []} for label in runs}
+        try:
+            for _ in range(repeats):
+                for label, (checkout, mode) in runs.items():
+                    out = subprocess.run([sys.executable, str(child), str(checkout), mode, str(rounds)], cwd=root,
+                                         env=env, check=True, capture_output=True, text=True).stdout  # fmt: skip
+                    for name, value in json.loads(out.strip().splitlines()[-1]).items():
+                        ms[label][name].append(value)
+        finally:
+            subprocess.run([*git, "worktree", "remove", "--force", str(baseline)], capture_output=True)
+    details: dict = {
+        "baseline": rev,
+        "rounds": rounds,
+        "repeats": repeats,
+        "threads": torch.get_num_threads(),
+    }
+    for label, by_name in ms.items():
+        for name, values in by_name.items():
+            details[f"{name}_{label}_ms"] = round(statistics.median(values), 1)
+            details[f"{name}_{label}_ms_per_process"] = [round(v, 1) for v in values]
+    for name in ("naive", "ki"):
+        for label in ("plain", "compiled_fused"):
+            details[f"{name}_{label}_speedup"] = round(
+                details[f"{name}_baseline_plain_ms"] / details[f"{name}_{label}_ms"], 2
+            )
+    for label in runs:
+        details[f"ki_over_naive_{label}"] = round(details[f"ki_{label}_ms"] / details[f"naive_{label}_ms"], 2)
+    speedup = details["naive_compiled_fused_speedup"]
+    return {"value": speedup, "unit": f"x naive step speed, compiled + fused AdamW over {rev}'s plain step",
+            "goal": ">= 1.5x, and ki <= 1.3x naive (issue 27)",
+            "ok": speedup >= 1.5 and details["ki_over_naive_compiled_fused"] <= 1.3,
+            "command": "kinsul bench step_against_baseline", "details": details}  # fmt: skip
