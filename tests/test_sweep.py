@@ -418,9 +418,9 @@ eval: {{episodes: 1, latency_repeats: 1, probe_samples: 14, videos: 0}}
     side = text[text.index("Side by side") :].splitlines()
     assert side[2].startswith("| strategy | inner (") and "| mini (" in side[2]
     assert side[4].startswith("| naive backbone_lr_scale=0.1 | 1 | ") and side[4].endswith(
-        "| – | – | – | – |"
+        "| – | – | – | – | – | – |"
     )
-    assert side[5].startswith("| naive | – | – | – | – | 1 | ")
+    assert side[5].startswith("| naive | – | – | – | – | – | – | 1 | ")
 
 
 def test_a_reference_to_an_unknown_sweep_fails_at_load(tmp_path):
@@ -440,6 +440,21 @@ def test_a_speed_column_says_how_many_seeds_reached_the_target():
     assert _fmt([1500.0, 1500.0], "speed/steps_to_success") == "1.5e+03 ± 0"  # all reached: no count
     assert _fmt([None, None], "speed/steps_to_success") == "–"
     assert _fmt([0.5, None], "eval/success") == "0.5 ± 0"
+
+
+def test_side_by_side_intervals_pool_episodes_and_spread_seeds():
+    """Episode rates pool every episode of a row's seeds (Wilson); retention, one number per trial, takes its
+    interval from the seeds (Student t: with 3 seeds the half-width is 4.30 standard errors)."""
+    from kinsul.sweeps.plots import TrialRun
+    from kinsul.sweeps.report import _pooled_ci, _seeds_ci
+
+    runs = [TrialRun({"eval/success_heldout": p, "eval/success_heldout_n": 40.0}) for p in (0.2, 0.3, 0.4)]
+    assert _pooled_ci(runs, key="eval/success_heldout") == "0.30 [0.23, 0.39] (n=120)"
+    assert _pooled_ci(runs, key="eval/language_following") == "–"  # no such episodes logged
+    assert _seeds_ci([0.80, 0.82, 0.81]) == "0.81 [0.79, 0.83]"
+    assert _seeds_ci([0.0, 0.3, 0.1]) == "0.13 [0.00, 0.51]"  # a retention is never below 0
+    assert _seeds_ci([0.5, None]) == "0.50"  # one seed: no interval
+    assert _seeds_ci([]) == "–"
 
 
 def test_dry_run_lists_every_point_with_its_run_name_and_creates_nothing(tmp_path, monkeypatch, capsys):

@@ -38,12 +38,14 @@ def _stats(runs: list[TrialRun], key: str) -> tuple[float, float]:
     return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
 
 
-def pooled_success(runs: list[TrialRun]) -> tuple[float, float, float, int] | None:
-    """(success, 95 % Wilson low, high, episodes) over every headline episode of a row's trials; None if none."""
-    n = sum(r.metrics.get("eval/success_n", 0) for r in runs)
+def pooled_success(runs: list[TrialRun], key: str = "eval/success") -> tuple[float, float, float, int] | None:
+    """(rate, 95 % Wilson low, high, episodes) over every episode of a row's trials behind the episode rate
+    ``key`` (headline success; eval/success_heldout, eval/language_following: each logged with its ``_n``); None
+    if none."""
+    n = sum(r.metrics.get(f"{key}_n", 0) for r in runs)
     if not n:
         return None
-    p = sum(r.metrics.get("eval/success", 0) * r.metrics.get("eval/success_n", 0) for r in runs) / n
+    p = sum(r.metrics.get(key, 0) * r.metrics.get(f"{key}_n", 0) for r in runs) / n
     return (p, *wilson(p, int(n)), int(n))
 
 

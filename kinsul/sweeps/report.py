@@ -13,6 +13,7 @@ from pathlib import Path
 import optuna
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
+from scipy import stats
 
 from kinsul import tracking
 from kinsul.config.loader import load_config
@@ -90,25 +91,42 @@ def _final_metrics(client: MlflowClient, run) -> dict[str, float]:
     return metrics
 
 
-def _pooled_ci(runs: list[TrialRun], episodes: bool = True) -> str:
-    """Success over every episode of a row's trials, with its 95 % Wilson interval (and how many episodes)."""
-    pooled = pooled_success(runs)
+def _pooled_ci(runs: list[TrialRun], episodes: bool = True, key: str = "eval/success") -> str:
+    """An episode rate (``key``) over every episode of a row's trials, with its 95 % Wilson interval (and how many
+    episodes)."""
+    pooled = pooled_success(runs, key)
     if pooled is None:
         return "–"
     p, lo, hi, n = pooled
     return f"{p:.2f} [{lo:.2f}, {hi:.2f}]" + (f" (n={n})" if episodes else "")
 
 
+def _seeds_ci(values: list[float | None], floor: float = 0.0) -> str:
+    """Mean over a row's seeds with its 95 % Student-t interval: for a per-trial number that is not a count of
+    episodes (retention), so the seeds are the samples; the interval stops at ``floor``, below which the number
+    cannot go (a retention is >= 0). One seed: its value, no interval."""
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return "–"
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.2f}"
+    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return f"{mean:.2f} [{max(mean - half, floor):.2f}, {mean + half:.2f}]"
+
+
 def side_by_side(groups: dict[str, list[TrialRun]]) -> str:
-    """The regimes side by side: a row per strategy (or setting), per sweep its seeds, pooled success with its
-    interval, retention and the seeds that reached the success target (steps to it, mean over those seeds)."""
+    """The regimes side by side: a row per strategy (or setting), per sweep its seeds, success, held-out success
+    and language following pooled over episodes with their Wilson intervals, retention over seeds with its t
+    interval, and the seeds that reached the success target (steps to it, mean over those seeds)."""
     panels = by_sweep(groups)
     names = list(dict.fromkeys(row for rows in panels.values() for row in rows))
     header = ["strategy"]
     for sweep, rows in panels.items():
         vlm = sweep_vlm(rows)
         where = f"{sweep} ({vlm})" if vlm else sweep
-        header += [f"{where}: seeds", "success, 95% CI", "retention", "at target: steps"]
+        header += [f"{where}: seeds", "success, 95% CI", "held-out", "language following", "retention",
+                   "at target: steps"]  # fmt: skip
     table = []
     for name in names:
         cells = [name]
@@ -117,8 +135,10 @@ def side_by_side(groups: dict[str, list[TrialRun]]) -> str:
             steps = [r.metrics.get("speed/steps_to_success") for r in runs]
             reached = [v for v in steps if v is not None]
             # a sweep without this row: dashes (as _pooled_ci and _fmt give for no runs)
-            cells += [str(len(runs)) if runs else "–", _pooled_ci(runs, episodes=False),
-                      _fmt([r.metrics.get("eval/retention") for r in runs]),
+            cells += [str(len(runs)) if runs else "–",
+                      *(_pooled_ci(runs, False, key) for key in ("eval/success", "eval/success_heldout",
+                                                                 "eval/language_following")),
+                      _seeds_ci([r.metrics.get("eval/retention") for r in runs]),
                       f"{len(reached)}/{len(runs)}: {statistics.fmean(reached):.0f}" if reached
                       else (f"0/{len(runs)}" if runs else "–")]  # fmt: skip
         table.append(cells)
