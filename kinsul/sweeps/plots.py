@@ -221,21 +221,30 @@ def gap_points(groups: dict[str, list[TrialRun]], errors: dict[str, float]) -> d
 
 
 def domain_gap(groups: dict[str, list[TrialRun]], errors: dict[str, float], out: Path) -> Path | None:
-    """Insulation against the domain gap: per setting (a strategy and its options), success at the budget and
-    knowledge retention against how imprecisely the frozen VLM's keys/values locate the instructed target on the
-    robot's scenes (`kinsul bench domain_gap`), mean +- std over seeds. None when fewer than two VLMs share a
-    setting."""
+    """Insulation against the domain gap: per setting (a strategy and its options), success at the budget (every
+    episode of a point's seeds pooled, with its 95 % Wilson interval, as in the report's tables), steps to the
+    success target and knowledge retention (mean +- std over seeds) against how imprecisely the frozen VLM's
+    keys/values locate the instructed target on the robot's scenes (`kinsul bench domain_gap`). None when fewer
+    than two VLMs share a setting."""
     points = gap_points(groups, errors)
     if not points:
         return None
     colours = _colours(sorted(points))
     fig, axes = plt.subplots(1, 3, figsize=(12.8, 3.8))
-    panels = [("eval/success", "success at the budget"), ("speed/steps_to_success", "steps to target success"),
+    panels = [("eval/success", "success at the budget (95 % interval)"),
+              ("speed/steps_to_success", "steps to target success (budget if never)"),
               ("eval/retention", "knowledge retention")]  # fmt: skip
     for ax, (key, title) in zip(axes, panels, strict=True):
         for setting, rows in sorted(points.items()):
-            xs, ms, ss = [], [], []
+            xs, ms, lows, highs = [], [], [], []
             for x, _, runs in rows:
+                if key == "eval/success":
+                    pooled = pooled_success(runs)
+                    if pooled is None:
+                        continue
+                    p, lo, hi, _ = pooled
+                    xs.append(x), ms.append(p), lows.append(p - lo), highs.append(hi - p)
+                    continue
                 if (
                     key == "speed/steps_to_success"
                 ):  # a seed that never reached the target counts at its budget
@@ -245,14 +254,14 @@ def domain_gap(groups: dict[str, list[TrialRun]], errors: dict[str, float], out:
                         r.metrics[key] for r in runs if key in r.metrics and not math.isnan(r.metrics[key])
                     ]
                 if vals:
-                    xs.append(x)
-                    ms.append(statistics.fmean(vals))
-                    ss.append(statistics.stdev(vals) if len(vals) > 1 else 0.0)
-            n = max(len(runs) for _, _, runs in rows)
-            ax.errorbar(xs, ms, yerr=ss, marker="o", ms=5, capsize=3, color=colours[setting],
-                        label=f"{setting} ({n} seeds)")  # fmt: skip
+                    std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+                    xs.append(x), ms.append(statistics.fmean(vals)), lows.append(std), highs.append(std)
+            seeds = sorted({len(runs) for _, _, runs in rows})
+            span = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+            ax.errorbar(xs, ms, yerr=[lows, highs], marker="o", ms=5, capsize=3, color=colours[setting],
+                        label=f"{setting} ({span} seeds a point)")  # fmt: skip
         ax.set_xlabel("K/V location error of the frozen VLM (table units)")
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
     axes[0].set_ylim(-0.02, 1.02)
     axes[2].set_ylim(-0.02, 1.1)
     axes[0].legend(fontsize=7)
