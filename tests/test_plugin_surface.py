@@ -44,6 +44,26 @@ def test_an_option_that_does_not_fit_the_model_is_one_line_before_any_step(micro
     assert not (tmp_path / "runs" / "k3").exists()  # nothing trained, no run folder left
 
 
+def test_a_sweep_point_that_does_not_fit_the_model_stops_the_sweep_before_any_trial(tmp_path, capsys):
+    """The same check for every point of a sweep, on the model built on the meta device: the sweep stops at once,
+    naming the point, instead of failing that point's trials while the others train."""
+    preset = tmp_path / "k.yaml"
+    preset.write_text(f"""base: micro
+sweep:
+  grid: {{strategy.name: [topk], strategy.options.k: [1, 3], seed: [0, 1]}}
+  storage: sqlite:///{tmp_path / "optuna.db"}
+""")
+    args = ["sweep", str(preset), f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+            f"trainer.runs_dir={tmp_path / 'runs'}", f"data.root={tmp_path / 'data'}"]  # fmt: skip
+    assert main(args) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("kinsul")]
+    assert len(err) == 1 and "has 2 decoder layers" in err[0] and "strategy.options.k=3" in err[0], err
+    assert "no trial was started" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "k.yaml"
+    ]  # no study, no MLflow store, no data, no run
+
+
 def test_trainable_counts_per_group_are_printed_and_logged(micro_root, capsys):
     from mlflow.tracking import MlflowClient
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import lightning as L
 import torch
+from torch import nn
 from torchmetrics.aggregation import MeanMetric
 
 from kinsul.config.schema import KinsulConfig
@@ -14,7 +15,7 @@ from kinsul.models.decoding import chunk_errors
 from kinsul.models.vla import VLA
 from kinsul.runs.checkpoints import NonFiniteGradientError, NonFiniteLossError
 from kinsul.runs.schedule import adamw_warmup_cosine
-from kinsul.strategies.base import Strategy, StrategyError
+from kinsul.strategies.base import ParamGroup, Strategy, StrategyError
 from kinsul.strategies.losses import LossContext, setup_terms
 from kinsul.tokenizers.fast import FastTokenizer
 
@@ -26,6 +27,46 @@ def resolve_loss_weights(strategy: Strategy, overrides: dict[str, float]) -> dic
                               f"strategy '{strategy.name}' produces no '{term}' loss (it produces "
                               f"{sorted(strategy.loss_weights)})")  # fmt: skip
     return {**strategy.loss_weights, **overrides}
+
+
+def fit_strategy(strategy: Strategy, vla: VLA, cfg: KinsulConfig) -> tuple[list[ParamGroup], list[nn.Module]]:
+    """The strategy meets the built model: its options checked against it (its ``setup``), its parameter groups
+    and frozen modules taken from it. What does not fit is one StrategyError naming the model."""
+    try:
+        if hasattr(strategy, "setup"):
+            strategy.setup(vla)
+        return strategy.param_groups(vla), strategy.frozen_modules(vla)
+    except (ValueError, KeyError, IndexError, AttributeError) as e:
+        raise StrategyError(f"strategy '{strategy.name}' does not fit this model "
+                            f"({cfg.model.family}, size {cfg.model.size}): {type(e).__name__}: {e}") from e  # fmt: skip
+
+
+def check_strategy_fits(cfg: KinsulConfig) -> None:
+    """What `VLAModule` checks when a run starts (the strategy's setup and groups, its loss terms' setup), on the
+    config's model built on the meta device: no weights read, no data generated, milliseconds. A sweep runs it
+    for every point before its first trial, so an option that does not fit the model (``k=3`` on a 2-layer
+    backbone) stops the sweep at once instead of failing its trials one by one. Only for kinsul's own VLMs,
+    whose architecture is the preset's size; a checkpoint folder's (``model.pretrained_path``) is known when
+    its weights load, at the trial."""
+    if cfg.model.pretrained_path:
+        return
+    from kinsul.models.build import build_vla
+    from kinsul.runs.assembly import data_spec, world_tokenizer
+    from kinsul.strategies import create
+
+    strategy = create(cfg.strategy.name, cfg.strategy.options)
+    with torch.device("meta"):
+        vla = build_vla(cfg.model, world_tokenizer(cfg), data_spec(cfg), with_expert=strategy.needs_expert)
+    try:
+        fit_strategy(strategy, vla, cfg)
+        setup_terms(resolve_loss_weights(strategy, dict(cfg.strategy.loss_weights)), vla)
+    except StrategyError:
+        raise
+    except (ValueError, KeyError, IndexError, AttributeError) as e:  # from a loss term's setup
+        raise StrategyError(f"strategy '{strategy.name}': a loss term does not fit this model "
+                            f"({cfg.model.family}, size {cfg.model.size}): {type(e).__name__}: {e}") from e  # fmt: skip
+    except (RuntimeError, NotImplementedError):
+        return  # a setup that reads weight values cannot run on meta tensors: the trial checks it
 
 
 class Control:
@@ -54,14 +95,7 @@ class VLAModule(L.LightningModule):
         vla.gradient_checkpointing = cfg.trainer.gradient_checkpointing
         vla.compile_layers = cfg.trainer.compile
         self.weights = resolve_loss_weights(strategy, dict(cfg.strategy.loss_weights))
-        try:  # the strategy meets the built model: its options checked against it, its groups taken from it
-            if hasattr(strategy, "setup"):
-                strategy.setup(vla)
-            self.groups = strategy.param_groups(vla)
-            self.frozen = strategy.frozen_modules(vla)
-        except (ValueError, KeyError, IndexError, AttributeError) as e:
-            raise StrategyError(f"strategy '{strategy.name}' does not fit this model "
-                                f"({cfg.model.family}, size {cfg.model.size}): {type(e).__name__}: {e}") from e  # fmt: skip
+        self.groups, self.frozen = fit_strategy(strategy, vla, cfg)
         trainable = {id(p) for g in self.groups for p in g.params}
         for p in vla.parameters():
             p.requires_grad_(id(p) in trainable)
