@@ -220,6 +220,26 @@ def gap_points(groups: dict[str, list[TrialRun]], errors: dict[str, float]) -> d
     return {s: sorted(p, key=lambda t: t[0]) for s, p in by_setting.items() if len({x for x, *_ in p}) > 1}
 
 
+def _gap_bar(runs: list[TrialRun], key: str) -> tuple[float, float, float] | None:
+    """(value, bar below, bar above) of one point of the gap figure: success pooled over the point's episodes
+    with its Wilson interval; steps to target (a seed that never reached it counts at its budget) and retention
+    as mean +- std over seeds. None if the point has no such number."""
+    if key == "eval/success":
+        pooled = pooled_success(runs)
+        if pooled is None:
+            return None
+        p, lo, hi, _ = pooled
+        return p, p - lo, hi - p
+    if key == "speed/steps_to_success":
+        vals = [r.metrics.get(key, r.max_steps) for r in runs]
+    else:
+        vals = [r.metrics[key] for r in runs if key in r.metrics and not math.isnan(r.metrics[key])]
+    if not vals:
+        return None
+    std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return statistics.fmean(vals), std, std
+
+
 def domain_gap(groups: dict[str, list[TrialRun]], errors: dict[str, float], out: Path) -> Path | None:
     """Insulation against the domain gap: per setting (a strategy and its options), success at the budget (every
     episode of a point's seeds pooled, with its 95 % Wilson interval, as in the report's tables), steps to the
@@ -236,26 +256,9 @@ def domain_gap(groups: dict[str, list[TrialRun]], errors: dict[str, float], out:
               ("eval/retention", "knowledge retention")]  # fmt: skip
     for ax, (key, title) in zip(axes, panels, strict=True):
         for setting, rows in sorted(points.items()):
-            xs, ms, lows, highs = [], [], [], []
-            for x, _, runs in rows:
-                if key == "eval/success":
-                    pooled = pooled_success(runs)
-                    if pooled is None:
-                        continue
-                    p, lo, hi, _ = pooled
-                    xs.append(x), ms.append(p), lows.append(p - lo), highs.append(hi - p)
-                    continue
-                if (
-                    key == "speed/steps_to_success"
-                ):  # a seed that never reached the target counts at its budget
-                    vals = [r.metrics.get(key, r.max_steps) for r in runs]
-                else:
-                    vals = [
-                        r.metrics[key] for r in runs if key in r.metrics and not math.isnan(r.metrics[key])
-                    ]
-                if vals:
-                    std = statistics.stdev(vals) if len(vals) > 1 else 0.0
-                    xs.append(x), ms.append(statistics.fmean(vals)), lows.append(std), highs.append(std)
+            drawn = [(x, bar) for x, _, runs in rows if (bar := _gap_bar(runs, key)) is not None]
+            xs = [x for x, _ in drawn]
+            ms, lows, highs = ([bar[i] for _, bar in drawn] for i in range(3))
             seeds = sorted({len(runs) for _, _, runs in rows})
             span = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
             ax.errorbar(xs, ms, yerr=[lows, highs], marker="o", ms=5, capsize=3, color=colours[setting],

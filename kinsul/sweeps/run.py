@@ -206,9 +206,8 @@ def check_points_fit(preset: str, overrides: list[str], spec: SweepSpec) -> None
             continue
         unseeded.append(rest)
         cfg = load_config(preset, [*overrides, *spec.overrides(point)])
-        what = repr(
-            (cfg.strategy, cfg.model, cfg.data)
-        )  # what the check depends on; the seed and budget do not
+        # what the check depends on (points that differ only in budget or evaluation share one)
+        what = repr((cfg.strategy, cfg.model, cfg.data))
         if what in checked:
             continue
         checked.add(what)
