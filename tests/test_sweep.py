@@ -414,13 +414,7 @@ eval: {{episodes: 1, latency_repeats: 1, probe_samples: 14, videos: 0}}
     assert "| naive backbone_lr_scale=0.1 | 1 |" in text and "| naive (mini) | 1 |" in text
     assert "reference row 'frozen' of sweep 'mini': no finished trials" in text
     assert len(list((tmp_path / "runs").iterdir())) == 2  # the reference row was not trained again
-    # the sweeps side by side, a column group each; a row one sweep lacks is a dash there
-    side = text[text.index("Side by side") :].splitlines()
-    assert side[2].startswith("| strategy | inner (") and "| mini (" in side[2]
-    assert side[4].startswith("| naive backbone_lr_scale=0.1 | 1 | ") and side[4].endswith(
-        "| – | – | – | – | – | – |"
-    )
-    assert side[5].startswith("| naive | – | – | – | – | – | – | 1 | ")
+    assert "side by side" not in text  # one VLM: one regime, nothing to put beside it
 
 
 def test_a_reference_to_an_unknown_sweep_fails_at_load(tmp_path):
@@ -440,6 +434,38 @@ def test_a_speed_column_says_how_many_seeds_reached_the_target():
     assert _fmt([1500.0, 1500.0], "speed/steps_to_success") == "1.5e+03 ± 0"  # all reached: no count
     assert _fmt([None, None], "speed/steps_to_success") == "–"
     assert _fmt([0.5, None], "eval/success") == "0.5 ± 0"
+
+
+def test_the_regimes_side_by_side_are_the_vlms_with_a_row_per_setting():
+    """A column group per VLM, in the order of their measured K/V location error (the world VLM first), whatever
+    sweep its runs came from; a row per setting, so a sweep's variant `mid-naive` shares the row of `naive
+    (paper)`; a VLM without a setting shows dashes; two rows of one VLM at one setting keep their names."""
+    from kinsul.sweeps.plots import TrialRun
+    from kinsul.sweeps.report import by_vlm, side_by_side
+
+    def runs(vlm, setting, sweep, n=1):
+        return [TrialRun({"eval/success": 0.5, "eval/success_n": 40.0, "eval/retention": 0.8}, vlm=vlm,
+                         setting=setting, sweep=sweep) for _ in range(n)]  # fmt: skip
+
+    groups = {"mid-naive": runs("mid", "naive", "gap", 3), "mid-naive_lr": runs("mid", "naive lr=0.01", "gap"),
+              "world-naive_lr": runs("world", "naive lr=0.01", "gap"), "naive (paper)": runs("world", "naive", "paper"),
+              "naive (far)": runs("far", "naive", "far"), "stop_grad (far)": runs("far", "stop_grad", "far")}  # fmt: skip
+    errors = {"world": 0.12, "mid": 0.15, "far": 0.19}
+    regimes = by_vlm(groups, errors)
+    assert list(regimes) == ["world", "mid", "far"]
+    assert sorted(regimes["mid"]) == ["naive", "naive lr=0.01"] and len(regimes["mid"]["naive"]) == 3
+    assert sorted(regimes["world"]) == ["naive", "naive lr=0.01"]
+    lines = side_by_side(groups, errors).splitlines()
+    assert lines[2].startswith("| setting | world (K/V error 0.120; gap, paper): seeds |")
+    assert (
+        "| mid (K/V error 0.150; gap): seeds |" in lines[2]
+        and "| far (K/V error 0.190; far): seeds |" in lines[2]
+    )
+    stop_grad = next(line for line in lines if line.startswith("| stop_grad |"))
+    assert stop_grad.startswith("| stop_grad | – | – | – | – | – | – | – | – | – | – | – | – | 1 | 0.50 [")
+    # two rows of one VLM at one setting (a swept key that is not a strategy option) stay apart
+    twins = {"naive lr=1": runs("world", "naive", "s"), "naive lr=2": runs("world", "naive", "s")}
+    assert sorted(by_vlm(twins, {})["world"]) == ["naive lr=1", "naive lr=2"]
 
 
 def test_side_by_side_intervals_pool_episodes_and_spread_seeds():

@@ -20,7 +20,7 @@ from kinsul.config.loader import load_config
 from kinsul.config.schema import KinsulConfig
 from kinsul.evaluation.environments import environment
 from kinsul.runs.pretrained import vlm_name
-from kinsul.sweeps.plots import TrialRun, all_plots, by_sweep, domain_gap, pooled_success, sweep_vlm
+from kinsul.sweeps.plots import TrialRun, all_plots, domain_gap, pooled_success
 from kinsul.sweeps.run import SWEEP_TAG, storage, study_name
 from kinsul.sweeps.spec import PRUNE_METRIC, VARIANT, SweepSpec, load_sweep, split_overrides
 
@@ -115,26 +115,48 @@ def _seeds_ci(values: list[float | None], floor: float = 0.0) -> str:
     return f"{mean:.2f} [{max(mean - half, floor):.2f}, {mean + half:.2f}]"
 
 
-def side_by_side(groups: dict[str, list[TrialRun]]) -> str:
-    """The regimes side by side: a row per strategy (or setting), per sweep its seeds, success, held-out success
-    and language following pooled over episodes with their Wilson intervals, retention over seeds with its t
-    interval, and the seeds that reached the success target (steps to it, mean over those seeds)."""
-    panels = by_sweep(groups)
-    names = list(dict.fromkeys(row for rows in panels.values() for row in rows))
-    header = ["strategy"]
-    for sweep, rows in panels.items():
-        vlm = sweep_vlm(rows)
-        where = f"{sweep} ({vlm})" if vlm else sweep
-        header += [f"{where}: seeds", "success, 95% CI", "held-out", "language following", "retention",
-                   "at target: steps"]  # fmt: skip
+def by_vlm(
+    groups: dict[str, list[TrialRun]], errors: dict[str, float]
+) -> dict[str, dict[str, list[TrialRun]]]:
+    """{VLM: {row: runs}}: the regimes, whichever sweeps their runs came from. A row is the setting its runs were
+    trained with (strategy and options), so `mid-naive` of one sweep and `naive (paper)` of another share the row
+    `naive`; settings that two rows of one VLM share keep their own row names. VLMs in order of their K/V
+    location error where it is measured (`errors`: the world VLM first), the others after, as they come."""
+    cells: dict[tuple[str, str], dict[str, list[TrialRun]]] = {}  # (setting, VLM) -> {row label: runs}
+    for label, runs in groups.items():
+        for run in runs:
+            cells.setdefault((run.setting or label, run.vlm), {}).setdefault(label, []).append(run)
+    regimes: dict[str, dict[str, list[TrialRun]]] = {}
+    for (name, vlm), rows in cells.items():
+        for label, runs in rows.items():
+            regimes.setdefault(vlm, {})[name if len(rows) == 1 else label] = runs
+    order = sorted(regimes, key=lambda v: errors.get(v, math.inf))  # stable: unmeasured VLMs keep their order
+    return {vlm: regimes[vlm] for vlm in order}
+
+
+def side_by_side(groups: dict[str, list[TrialRun]], errors: dict[str, float]) -> str:
+    """The regimes side by side: a column group per VLM (titled with its K/V location error where measured, and
+    the sweeps its runs came from), a row per setting; per VLM its seeds, success, held-out success and language
+    following pooled over episodes with their Wilson intervals, retention over seeds with its t interval, and
+    the seeds that reached the success target (steps to it, mean over those seeds)."""
+    regimes = by_vlm(groups, errors)
+    names = sorted({row for rows in regimes.values() for row in rows})
+    header = ["setting"]
+    for vlm, rows in regimes.items():
+        sweeps = ", ".join(dict.fromkeys(r.sweep for runs in rows.values() for r in runs if r.sweep))
+        where = "; ".join(
+            ([f"K/V error {errors[vlm]:.3f}"] if vlm in errors else []) + ([sweeps] if sweeps else [])
+        )
+        header += [f"{vlm or '?'} ({where}): seeds" if where else f"{vlm or '?'}: seeds", "success, 95% CI",
+                   "held-out", "language following", "retention", "at target: steps"]  # fmt: skip
     table = []
     for name in names:
         cells = [name]
-        for rows in panels.values():
+        for rows in regimes.values():
             runs = rows.get(name, [])
             steps = [r.metrics.get("speed/steps_to_success") for r in runs]
             reached = [v for v in steps if v is not None]
-            # a sweep without this row: dashes (as _pooled_ci and _fmt give for no runs)
+            # a VLM without this setting: dashes (as _pooled_ci and _seeds_ci give for no runs)
             cells += [str(len(runs)) if runs else "–",
                       *(_pooled_ci(runs, False, key) for key in ("eval/success", "eval/success_heldout",
                                                                  "eval/language_following")),
@@ -142,7 +164,9 @@ def side_by_side(groups: dict[str, list[TrialRun]]) -> str:
                       f"{len(reached)}/{len(runs)}: {statistics.fmean(reached):.0f}" if reached
                       else (f"0/{len(runs)}" if runs else "–")]  # fmt: skip
         table.append(cells)
-    return "Side by side (one column group per sweep: the regimes):\n\n" + _markdown(header, table)
+    return "The regimes side by side (a column group per VLM, a row per setting):\n\n" + _markdown(
+        header, table
+    )
 
 
 def group_keys(spec: SweepSpec) -> list[str]:
@@ -273,8 +297,11 @@ def report(preset: str, overrides: list[str] = (), out_dir: str | Path | None = 
     rows = [[s, str(len(runs)), *(_fmt([r.metrics.get(key) for r in runs], key) for key, _ in cols), _pooled_ci(runs)]
             for s, runs in groups.items()]  # fmt: skip
     text = _markdown(header, rows)
-    if len(by_sweep(groups)) > 1:
-        text += "\n\n" + side_by_side(groups)
+    errors = (
+        location_errors()
+    )  # each VLM's K/V location error where measured: the regimes' order and the gap's x
+    if len({r.vlm for runs in groups.values() for r in runs}) > 1:
+        text += "\n\n" + side_by_side(groups, errors)
     if notes:
         text += "\n\n" + "\n".join(f"- {n}" for n in notes)
     if search:
@@ -284,7 +311,7 @@ def report(preset: str, overrides: list[str] = (), out_dir: str | Path | None = 
         out.mkdir(parents=True, exist_ok=True)
         all_plots(groups, out)
         several_vlms = len({r.vlm for g in groups.values() for r in g}) > 1
-        if domain_gap(groups, location_errors(), out) is None and several_vlms:
+        if domain_gap(groups, errors, out) is None and several_vlms:
             text += ("\n\n- rows of several VLMs, but not two at one setting with a K/V location error in "
                      "docs/benchmarks.json (`kinsul bench domain_gap`): no domain_gap.png")  # fmt: skip
         (out / "report.md").write_text(text + "\n")
