@@ -164,9 +164,8 @@ def side_by_side(groups: dict[str, list[TrialRun]], errors: dict[str, float]) ->
                       f"{len(reached)}/{len(runs)}: {statistics.fmean(reached):.0f}" if reached
                       else (f"0/{len(runs)}" if runs else "–")]  # fmt: skip
         table.append(cells)
-    return "The regimes side by side (a column group per VLM, a row per setting):\n\n" + _markdown(
-        header, table
-    )
+    title = "The regimes side by side (a column group per VLM, a row per setting):"
+    return f"{title}\n\n{_markdown(header, table)}"
 
 
 def group_keys(spec: SweepSpec) -> list[str]:
@@ -297,10 +296,10 @@ def report(preset: str, overrides: list[str] = (), out_dir: str | Path | None = 
     rows = [[s, str(len(runs)), *(_fmt([r.metrics.get(key) for r in runs], key) for key, _ in cols), _pooled_ci(runs)]
             for s, runs in groups.items()]  # fmt: skip
     text = _markdown(header, rows)
-    errors = (
-        location_errors()
-    )  # each VLM's K/V location error where measured: the regimes' order and the gap's x
-    if len({r.vlm for runs in groups.values() for r in runs}) > 1:
+    # each VLM's K/V location error where measured: the regimes' order and the gap figure's x
+    errors = location_errors()
+    several_vlms = len({r.vlm for runs in groups.values() for r in runs}) > 1
+    if several_vlms:
         text += "\n\n" + side_by_side(groups, errors)
     if notes:
         text += "\n\n" + "\n".join(f"- {n}" for n in notes)
@@ -310,7 +309,6 @@ def report(preset: str, overrides: list[str] = (), out_dir: str | Path | None = 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         all_plots(groups, out)
-        several_vlms = len({r.vlm for g in groups.values() for r in g}) > 1
         if domain_gap(groups, errors, out) is None and several_vlms:
             text += ("\n\n- rows of several VLMs, but not two at one setting with a K/V location error in "
                      "docs/benchmarks.json (`kinsul bench domain_gap`): no domain_gap.png")  # fmt: skip
