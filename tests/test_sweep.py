@@ -117,7 +117,7 @@ def test_the_domain_gap_figure_places_each_setting_at_its_vlms_location_error(tm
     }
     points = gap_points(groups, {"world": 0.126, "mid": 0.155})
     assert sorted(points) == ["naive", "naive backbone_lr_scale=0.01"]
-    assert [(x, label) for x, label, _ in points["naive"]] == [(0.126, "naive (paper)"), (0.155, "mid-naive")]
+    assert [(x, len(runs)) for x, runs in points["naive"]] == [(0.126, 2), (0.155, 1)]
     assert domain_gap(groups, {"world": 0.126, "mid": 0.155}, tmp_path).stat().st_size > 1000
     assert domain_gap(groups, {"world": 0.126}, tmp_path / "none") is None
 
@@ -440,8 +440,8 @@ def test_the_regimes_side_by_side_are_the_vlms_with_a_row_per_setting():
     """A column group per VLM, in the order of their measured K/V location error (the world VLM first), whatever
     sweep its runs came from; a row per setting, so a sweep's variant `mid-naive` shares the row of `naive
     (paper)`; a VLM without a setting shows dashes; two rows of one VLM at one setting keep their names."""
-    from kinsul.sweeps.plots import TrialRun
-    from kinsul.sweeps.report import by_vlm, side_by_side
+    from kinsul.sweeps.plots import TrialRun, by_vlm
+    from kinsul.sweeps.report import side_by_side
 
     def runs(vlm, setting, sweep, n=1):
         return [TrialRun({"eval/success": 0.5, "eval/success_n": 40.0, "eval/retention": 0.8}, vlm=vlm,

@@ -90,15 +90,10 @@ def _styles(groups: dict[str, list[TrialRun]]) -> dict[str, tuple[tuple, str]]:
             for label, runs in groups.items()}  # fmt: skip
 
 
-def sweep_vlm(rows: dict[str, list[TrialRun]]) -> str | None:
-    """The VLM every run of a sweep's rows started from; None if they started from several (or none is known)."""
-    vlms = {run.vlm for runs in rows.values() for run in runs}
-    return next(iter(vlms)) if len(vlms) == 1 and "" not in vlms else None
-
-
 def _panel_title(sweep: str, rows: dict[str, list[TrialRun]]) -> str:
-    vlm = sweep_vlm(rows)
-    return sweep + (f": VLM {vlm}" if vlm else "")
+    """The sweep, and the VLM its runs started from when they all started from one (and it is known)."""
+    vlms = {run.vlm for runs in rows.values() for run in runs}
+    return sweep + (f": VLM {next(iter(vlms))}" if len(vlms) == 1 and "" not in vlms else "")
 
 
 def _curve_panels(groups: dict[str, list[TrialRun]], attr: str, ylabel: str, title: str, path: Path,
@@ -208,16 +203,34 @@ def speed_vs_retention(groups: dict[str, list[TrialRun]], out: Path) -> Path:
     return _save(fig, out / "speed_vs_retention.png")
 
 
-def gap_points(groups: dict[str, list[TrialRun]], errors: dict[str, float]) -> dict[str, list[tuple]]:
-    """{setting: [(x, row label, runs), ...] by x}: each row whose VLM has a measured K/V location error (x) under
-    the setting its runs were trained with, for settings measured at two or more VLMs."""
-    by_setting: dict[str, list[tuple]] = {}
+def by_vlm(
+    groups: dict[str, list[TrialRun]], errors: dict[str, float]
+) -> dict[str, dict[str, list[TrialRun]]]:
+    """{VLM: {row: runs}}: the regimes, whichever sweeps their runs came from. A row is the setting its runs were
+    trained with (strategy and options), so `mid-naive` of one sweep and `naive (paper)` of another share the row
+    `naive`; settings that two rows of one VLM share keep their own row names. VLMs in order of their K/V
+    location error where it is measured (`errors`: the world VLM first), the others after, as they come."""
+    cells: dict[tuple[str, str], dict[str, list[TrialRun]]] = {}  # (setting, VLM) -> {row label: runs}
     for label, runs in groups.items():
-        vlms, settings = {r.vlm for r in runs}, {r.setting for r in runs}
-        if len(vlms) != 1 or len(settings) != 1 or next(iter(vlms)) not in errors:
-            continue
-        by_setting.setdefault(next(iter(settings)), []).append((errors[next(iter(vlms))], label, runs))
-    return {s: sorted(p, key=lambda t: t[0]) for s, p in by_setting.items() if len({x for x, *_ in p}) > 1}
+        for run in runs:
+            cells.setdefault((run.setting or label, run.vlm), {}).setdefault(label, []).append(run)
+    regimes: dict[str, dict[str, list[TrialRun]]] = {}
+    for (name, vlm), rows in cells.items():
+        for label, runs in rows.items():
+            regimes.setdefault(vlm, {})[name if len(rows) == 1 else label] = runs
+    order = sorted(regimes, key=lambda v: errors.get(v, math.inf))  # stable: unmeasured VLMs keep their order
+    return {vlm: regimes[vlm] for vlm in order}
+
+
+def gap_points(groups: dict[str, list[TrialRun]], errors: dict[str, float]) -> dict[str, list[tuple]]:
+    """{setting: [(x, runs), ...] by x}: the regimes of `by_vlm` whose VLM has a measured K/V location error
+    (x), for the settings measured at two or more of them."""
+    by_setting: dict[str, list[tuple]] = {}
+    for vlm, rows in by_vlm(groups, errors).items():
+        if vlm in errors:
+            for name, runs in rows.items():
+                by_setting.setdefault(name, []).append((errors[vlm], runs))
+    return {s: sorted(p, key=lambda t: t[0]) for s, p in by_setting.items() if len({x for x, _ in p}) > 1}
 
 
 def _gap_bar(runs: list[TrialRun], key: str) -> tuple[float, float, float] | None:
@@ -256,10 +269,10 @@ def domain_gap(groups: dict[str, list[TrialRun]], errors: dict[str, float], out:
               ("eval/retention", "knowledge retention")]  # fmt: skip
     for ax, (key, title) in zip(axes, panels, strict=True):
         for setting, rows in sorted(points.items()):
-            drawn = [(x, bar) for x, _, runs in rows if (bar := _gap_bar(runs, key)) is not None]
+            drawn = [(x, bar) for x, runs in rows if (bar := _gap_bar(runs, key)) is not None]
             xs = [x for x, _ in drawn]
             ms, lows, highs = ([bar[i] for _, bar in drawn] for i in range(3))
-            seeds = sorted({len(runs) for _, _, runs in rows})
+            seeds = sorted({len(runs) for _, runs in rows})
             span = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
             ax.errorbar(xs, ms, yerr=[lows, highs], marker="o", ms=5, capsize=3, color=colours[setting],
                         label=f"{setting} ({span} seeds a point)")  # fmt: skip

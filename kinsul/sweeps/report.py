@@ -20,7 +20,7 @@ from kinsul.config.loader import load_config
 from kinsul.config.schema import KinsulConfig
 from kinsul.evaluation.environments import environment
 from kinsul.runs.pretrained import vlm_name
-from kinsul.sweeps.plots import TrialRun, all_plots, domain_gap, pooled_success
+from kinsul.sweeps.plots import TrialRun, all_plots, by_vlm, domain_gap, pooled_success
 from kinsul.sweeps.run import SWEEP_TAG, storage, study_name
 from kinsul.sweeps.spec import PRUNE_METRIC, VARIANT, SweepSpec, load_sweep, split_overrides
 
@@ -113,25 +113,6 @@ def _seeds_ci(values: list[float | None], floor: float = 0.0) -> str:
         return f"{mean:.2f}"
     half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
     return f"{mean:.2f} [{max(mean - half, floor):.2f}, {mean + half:.2f}]"
-
-
-def by_vlm(
-    groups: dict[str, list[TrialRun]], errors: dict[str, float]
-) -> dict[str, dict[str, list[TrialRun]]]:
-    """{VLM: {row: runs}}: the regimes, whichever sweeps their runs came from. A row is the setting its runs were
-    trained with (strategy and options), so `mid-naive` of one sweep and `naive (paper)` of another share the row
-    `naive`; settings that two rows of one VLM share keep their own row names. VLMs in order of their K/V
-    location error where it is measured (`errors`: the world VLM first), the others after, as they come."""
-    cells: dict[tuple[str, str], dict[str, list[TrialRun]]] = {}  # (setting, VLM) -> {row label: runs}
-    for label, runs in groups.items():
-        for run in runs:
-            cells.setdefault((run.setting or label, run.vlm), {}).setdefault(label, []).append(run)
-    regimes: dict[str, dict[str, list[TrialRun]]] = {}
-    for (name, vlm), rows in cells.items():
-        for label, runs in rows.items():
-            regimes.setdefault(vlm, {})[name if len(rows) == 1 else label] = runs
-    order = sorted(regimes, key=lambda v: errors.get(v, math.inf))  # stable: unmeasured VLMs keep their order
-    return {vlm: regimes[vlm] for vlm in order}
 
 
 def side_by_side(groups: dict[str, list[TrialRun]], errors: dict[str, float]) -> str:
