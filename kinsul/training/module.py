@@ -3,6 +3,8 @@ groups from what the strategy says. It never looks at a strategy's name."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import lightning as L
 import torch
 from torch import nn
@@ -16,7 +18,7 @@ from kinsul.models.vla import VLA
 from kinsul.runs.checkpoints import NonFiniteGradientError, NonFiniteLossError
 from kinsul.runs.schedule import adamw_warmup_cosine
 from kinsul.strategies.base import ParamGroup, Strategy, StrategyError
-from kinsul.strategies.losses import LossContext, setup_terms
+from kinsul.strategies.losses import LossContext, LossTerm, setup_terms
 from kinsul.tokenizers.fast import FastTokenizer
 
 
@@ -29,25 +31,43 @@ def resolve_loss_weights(strategy: Strategy, overrides: dict[str, float]) -> dic
     return {**strategy.loss_weights, **overrides}
 
 
-def fit_strategy(strategy: Strategy, vla: VLA, cfg: KinsulConfig) -> tuple[list[ParamGroup], list[nn.Module]]:
+@dataclass
+class Fit:
+    """A strategy fitted to a built model: what trains (groups), what is frozen, the loss terms it weighs."""
+
+    groups: list[ParamGroup]
+    frozen: list[nn.Module]
+    weights: dict[str, float]
+    terms: dict[str, LossTerm]
+
+
+def fit_strategy(strategy: Strategy, vla: VLA, cfg: KinsulConfig) -> Fit:
     """The strategy meets the built model: its options checked against it (its ``setup``), its parameter groups
-    and frozen modules taken from it. What does not fit is one StrategyError naming the model."""
+    and frozen modules taken from it, its loss terms built and set up on it. What does not fit is one
+    StrategyError naming the model; a loss weight the strategy has no term for, a ConfigError."""
+    weights = resolve_loss_weights(strategy, dict(cfg.strategy.loss_weights))
+    model = f"({cfg.model.family}, size {cfg.model.size})"
     try:
         if hasattr(strategy, "setup"):
             strategy.setup(vla)
-        return strategy.param_groups(vla), strategy.frozen_modules(vla)
+        groups, frozen = strategy.param_groups(vla), strategy.frozen_modules(vla)
     except (ValueError, KeyError, IndexError, AttributeError) as e:
-        raise StrategyError(f"strategy '{strategy.name}' does not fit this model "
-                            f"({cfg.model.family}, size {cfg.model.size}): {type(e).__name__}: {e}") from e  # fmt: skip
+        raise StrategyError(f"strategy '{strategy.name}' does not fit this model {model}: "
+                            f"{type(e).__name__}: {e}") from e  # fmt: skip
+    try:
+        terms = setup_terms(weights, vla)  # every term the strategy may weigh, built once
+    except (ValueError, KeyError, IndexError, AttributeError) as e:
+        raise StrategyError(f"strategy '{strategy.name}': a loss term does not fit this model {model}: "
+                            f"{type(e).__name__}: {e}") from e  # fmt: skip
+    return Fit(groups, frozen, weights, terms)
 
 
 def check_strategy_fits(cfg: KinsulConfig) -> None:
-    """What `VLAModule` checks when a run starts (the strategy's setup and groups, its loss terms' setup), on the
-    config's model built on the meta device: no weights read, no data generated, milliseconds. A sweep runs it
-    for every point before its first trial, so an option that does not fit the model (``k=3`` on a 2-layer
-    backbone) stops the sweep at once instead of failing its trials one by one. Only for kinsul's own VLMs,
-    whose architecture is the preset's size; a checkpoint folder's (``model.pretrained_path``) is known when
-    its weights load, at the trial."""
+    """What `VLAModule` checks when a run starts (`fit_strategy`), on the config's model built on the meta
+    device: no weights read, no data generated, milliseconds. A sweep runs it for every point before its first
+    trial, so an option that does not fit the model (``k=3`` on a 2-layer backbone) stops the sweep at once
+    instead of failing its trials one by one. Only for kinsul's own VLMs, whose architecture is the preset's
+    size; a checkpoint folder's (``model.pretrained_path``) is known when its weights load, at the trial."""
     if cfg.model.pretrained_path:
         return
     from kinsul.models.build import build_vla
@@ -59,12 +79,6 @@ def check_strategy_fits(cfg: KinsulConfig) -> None:
         vla = build_vla(cfg.model, world_tokenizer(cfg), data_spec(cfg), with_expert=strategy.needs_expert)
     try:
         fit_strategy(strategy, vla, cfg)
-        setup_terms(resolve_loss_weights(strategy, dict(cfg.strategy.loss_weights)), vla)
-    except StrategyError:
-        raise
-    except (ValueError, KeyError, IndexError, AttributeError) as e:  # from a loss term's setup
-        raise StrategyError(f"strategy '{strategy.name}': a loss term does not fit this model "
-                            f"({cfg.model.family}, size {cfg.model.size}): {type(e).__name__}: {e}") from e  # fmt: skip
     except (RuntimeError, NotImplementedError):
         return  # a setup that reads weight values cannot run on meta tensors: the trial checks it
 
@@ -94,12 +108,11 @@ class VLAModule(L.LightningModule):
         self.vla, self.strategy, self.cfg, self.fast = vla, strategy, cfg, fast
         vla.gradient_checkpointing = cfg.trainer.gradient_checkpointing
         vla.compile_layers = cfg.trainer.compile
-        self.weights = resolve_loss_weights(strategy, dict(cfg.strategy.loss_weights))
-        self.groups, self.frozen = fit_strategy(strategy, vla, cfg)
+        fit = fit_strategy(strategy, vla, cfg)
+        self.groups, self.frozen, self.weights, self.terms = fit.groups, fit.frozen, fit.weights, fit.terms
         trainable = {id(p) for g in self.groups for p in g.params}
         for p in vla.parameters():
             p.requires_grad_(id(p) in trainable)
-        self.terms = setup_terms(self.weights, vla)  # every term the strategy may weigh, built once
         self.control = Control(self)
         self.val_mse = MeanMetric()
         self.val_velocity = MeanMetric()
