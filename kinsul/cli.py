@@ -220,7 +220,7 @@ def _sweep_dry_run(ns: argparse.Namespace) -> None:
     from kinsul.sweeps.run import child_name, study_name
     from kinsul.sweeps.spec import load_sweep
 
-    spec = load_sweep(ns.preset, list(ns.overrides))
+    spec = load_sweep(ns.preset, list(ns.overrides), fits=True)
     name = study_name(ns.preset)
     if spec.kind == "search":
         print(f"sweep '{name}': a TPE search of {spec.n_trials} trials over")

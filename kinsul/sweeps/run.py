@@ -191,35 +191,8 @@ def _requeue(study: optuna.Study, spec: SweepSpec) -> None:
             taken.append(point)
 
 
-def check_points_fit(preset: str, overrides: list[str], spec: SweepSpec) -> None:
-    """Every distinct strategy, options and model the sweep may train (each grid point; a search's extremes),
-    checked against its model built on the meta device before any trial: an option that does not fit stops the
-    sweep here, naming the point, instead of failing that point's trials while the others run."""
-    from kinsul.strategies.base import StrategyError
-    from kinsul.training.module import check_strategy_fits
-
-    points = spec.points() or [{key: v} for key, dim in spec.search.items() for v in dim.extremes()] or [{}]
-    checked, unseeded = set(), []  # seeds change no model: one config per point of the other keys
-    for point in points:
-        rest = {k: v for k, v in point.items() if k != "seed"}
-        if rest in unseeded:
-            continue
-        unseeded.append(rest)
-        cfg = load_config(preset, [*overrides, *spec.overrides(point)])
-        # what the check depends on (points that differ only in budget or evaluation share one)
-        what = repr((cfg.strategy, cfg.model, cfg.data))
-        if what in checked:
-            continue
-        checked.add(what)
-        try:
-            check_strategy_fits(cfg)
-        except StrategyError as e:
-            where = ", ".join(f"{k}={v}" for k, v in point.items())
-            raise StrategyError(f"{e} (at point {where}; no trial was started)") from None
-
-
 def run_sweep(preset: str, overrides: list[str] = (), resume: bool = False) -> optuna.Study:
-    spec = load_sweep(preset, list(overrides))  # every value the sweep may set is validated before any trial
+    spec = load_sweep(preset, list(overrides), fits=True)  # every point validated and fitted before any trial
     from kinsul.stores import check_sqlite_store
 
     check_sqlite_store(spec.storage, "sweep.storage", "Optuna")  # before the set-up lock is made beside it
@@ -230,7 +203,6 @@ def run_sweep(preset: str, overrides: list[str] = (), resume: bool = False) -> o
     from kinsul.training.train import check_machine
 
     check_machine(base.trainer)  # before any trial: every trial would fail the same way
-    check_points_fit(preset, overrides, spec)
     if not base.tracking.enabled:
         raise ConfigError("tracking.enabled", "a sweep records its trials and its report in MLflow: leave it true "
                           "(point tracking.uri at a local sqlite file to keep everything in this folder)")  # fmt: skip

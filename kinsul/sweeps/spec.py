@@ -246,9 +246,11 @@ def _sweep_section(preset: str, seen: tuple[str, ...] = ()) -> dict | None:
     return OmegaConf.to_container(OmegaConf.merge(inherited, section))
 
 
-def load_sweep(preset: str, overrides: list[str] = ()) -> SweepSpec:
+def load_sweep(preset: str, overrides: list[str] = (), fits: bool = False) -> SweepSpec:
     """Read the `sweep:` section (with `sweep.*` overrides applied) and check every value it may set builds a
-    valid config, before any trial runs."""
+    valid config, before any trial runs; with ``fits`` (a sweep about to run, or its dry run), also that each
+    distinct strategy, options and model fits its model (`check_strategy_fits`), so a point that does not stops
+    the sweep here, named, instead of failing its trials while the others train."""
     overrides, sweep_overrides = split_overrides(overrides)
     section = _sweep_section(preset)
     if not isinstance(section, dict):
@@ -285,11 +287,12 @@ def load_sweep(preset: str, overrides: list[str] = ()) -> SweepSpec:
         raise ConfigError("sweep", f"{e}; valid keys: {list(SweepSpec.__dataclass_fields__)}") from None
     except FieldValueError as e:
         raise ConfigError(f"sweep.{e.field}", f"got {e.value!r}, expected {e.expected}") from None
+    fitted = set() if fits else None
     for point in spec.points():  # each grid point as a whole: a value may only fit beside the point's others
-        _check_point(preset, overrides, spec, point)
+        _check_point(preset, overrides, spec, point, fitted)
     for key, dim in spec.search.items():
         for value in dim.extremes():
-            _check_point(preset, overrides, spec, {key: value})
+            _check_point(preset, overrides, spec, {key: value}, fitted)
     base = load_config(preset, list(overrides))
     if spec.objective.split("/")[0] not in ("eval", "val", "speed"):
         raise ConfigError("sweep.objective", f"got '{spec.objective}', expected a metric of `kinsul eval` "
@@ -303,11 +306,29 @@ def load_sweep(preset: str, overrides: list[str] = ()) -> SweepSpec:
     return spec
 
 
-def _check_point(preset: str, overrides: list[str], spec: SweepSpec, point: dict[str, Any]) -> None:
+def _check_point(
+    preset: str, overrides: list[str], spec: SweepSpec, point: dict[str, Any], fitted: set[str] | None
+) -> None:
     """The config a trial with these parameters would build, built now (unknown keys, bad values, a strategy's
-    options fail here), the error naming the point."""
+    options fail here), the error naming the point; with ``fitted`` (the models already checked), the strategy
+    also fitted to the point's model on the meta device."""
+    where = ", ".join(f"{k}={v}" for k, v in point.items())
     try:
-        load_config(preset, [*overrides, *spec.overrides(point)])
+        cfg = load_config(preset, [*overrides, *spec.overrides(point)])
     except ConfigError as e:
-        where = ", ".join(f"{k}={v}" for k, v in point.items())
+        raise ConfigError(e.key, f"{e.message} (at grid point {where})") from None
+    what = repr(
+        (cfg.strategy, cfg.model, cfg.data)
+    )  # what the fit depends on: seeds and budgets change nothing
+    if fitted is None or what in fitted:
+        return
+    fitted.add(what)
+    from kinsul.strategies.base import StrategyError
+    from kinsul.training.module import check_strategy_fits
+
+    try:
+        check_strategy_fits(cfg)
+    except StrategyError as e:
+        raise StrategyError(f"{e} (at point {where}; no trial was started)") from None
+    except ConfigError as e:
         raise ConfigError(e.key, f"{e.message} (at grid point {where})") from None
