@@ -294,3 +294,21 @@ def test_a_plugin_with_a_shape_bug_is_named_not_a_traceback(setup):
     *_, robot, vlm = setup
     with pytest.raises(StrategyError, match="strategy 'naive', loss term 'fm'"):
         module.compute_losses(TrainBatch(robot))
+
+
+def test_a_loss_term_that_does_not_fit_the_model_is_a_strategy_error_at_a_runs_start(setup, monkeypatch):
+    """A run and a sweep's check fit the strategy the same way (`fit_strategy`): a loss term whose setup rejects
+    the model is one StrategyError naming the model, not a raw ValueError from inside the module."""
+    from kinsul.strategies import losses
+
+    class Picky:
+        def setup(self, vla):
+            raise ValueError("needs a 12-layer backbone")
+
+        def __call__(self, ctx):
+            return torch.zeros(())
+
+    real = losses._factory
+    monkeypatch.setattr(losses, "_factory", lambda name: Picky if name == "fast" else real(name))
+    with pytest.raises(StrategyError, match=r"a loss term does not fit .*needs a 12-layer"):
+        module_for("ki", setup)
