@@ -104,3 +104,12 @@ def test_one_preset_sweeps_a_plugins_options_beside_a_builtin(micro_root, tmp_pa
     assert sorted(rows) == ["ki", "top1", "top2"]
     for name, cells in rows.items():
         assert cells[retention][0].isdigit(), (name, cells[retention])  # a number, not "–"
+    # each row's setting, read back from what the logger wrote (options flattened one param each): the key
+    # the regimes side by side and the domain-gap figure compare rows of different VLMs at
+    from kinsul.config.loader import load_config
+    from kinsul.sweeps.report import collect
+    from kinsul.sweeps.spec import load_sweep
+
+    groups = collect(str(TOPK_PRESET), load_config(str(TOPK_PRESET), overrides), load_sweep(str(TOPK_PRESET)))
+    settings = {label: {run.setting for run in runs} for label, runs in groups.items()}
+    assert settings == {"ki": {"ki"}, "top1": {"topk k=1"}, "top2": {"topk k=2"}}

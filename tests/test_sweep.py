@@ -103,17 +103,18 @@ def test_the_domain_gap_figure_places_each_setting_at_its_vlms_location_error(tm
     from kinsul.sweeps.report import setting
 
     def run(vlm, strategy, options, success):
-        params = {"strategy.options": options}
+        # as the logger writes them: an option a param of its own; no options, `{}`
+        params = {f"strategy.options.{k}": str(v) for k, v in options.items()} or {"strategy.options": "{}"}
         return TrialRun({"eval/success": success, "eval/retention": 0.5}, max_steps=10, vlm=vlm,
                         setting=setting(strategy, params))  # fmt: skip
 
     groups = {
-        "naive (paper)": [run("world", "naive", "{}", 0.2), run("world", "naive", "{}", 0.4)],
-        "mid-naive": [run("mid", "naive", "{}", 0.1)],
-        "mid-naive_lr": [run("mid", "naive", "{'backbone_lr_scale': 0.01}", 0.3)],
-        "world-naive_lr": [run("world", "naive", "{'backbone_lr_scale': 0.01}", 0.5)],
-        "frozen (paper)": [run("world", "frozen", "{}", 0.5)],  # at one VLM only: no line
-        "unmeasured": [run("elsewhere", "naive", "{}", 0.9)],  # no location error recorded: left out
+        "naive (paper)": [run("world", "naive", {}, 0.2), run("world", "naive", {}, 0.4)],
+        "mid-naive": [run("mid", "naive", {}, 0.1)],
+        "mid-naive_lr": [run("mid", "naive", {"backbone_lr_scale": 0.01}, 0.3)],
+        "world-naive_lr": [run("world", "naive", {"backbone_lr_scale": 0.01}, 0.5)],
+        "frozen (paper)": [run("world", "frozen", {}, 0.5)],  # at one VLM only: no line
+        "unmeasured": [run("elsewhere", "naive", {}, 0.9)],  # no location error recorded: left out
     }
     points = gap_points(groups, {"world": 0.126, "mid": 0.155})
     assert sorted(points) == ["naive", "naive backbone_lr_scale=0.01"]

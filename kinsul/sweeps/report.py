@@ -3,7 +3,6 @@ client; plots next to it; for a search, the trials ranked by the objective (from
 
 from __future__ import annotations
 
-import ast
 import csv
 import json
 import math
@@ -198,12 +197,10 @@ def collect(preset: str, cfg: KinsulConfig, spec: SweepSpec) -> dict[str, list[T
 
 def setting(strategy: str, params: dict[str, str]) -> str:
     """A run's strategy with the options its config set (`naive backbone_lr_scale=0.01`): what rows of different
-    VLMs are compared at."""
-    raw = params.get("strategy.options", "{}")
-    try:
-        options = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        return f"{strategy} {raw}"
+    VLMs are compared at. The logger flattens the options into one param each (`strategy.options.<key>`); a
+    strategy without any logs `strategy.options` as `{}`."""
+    prefix = "strategy.options."
+    options = {k.removeprefix(prefix): v for k, v in params.items() if k.startswith(prefix)}
     return " ".join([strategy, *(f"{k}={v}" for k, v in sorted(options.items()))])
 
 
