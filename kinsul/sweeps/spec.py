@@ -317,9 +317,8 @@ def _check_point(
         cfg = load_config(preset, [*overrides, *spec.overrides(point)])
     except ConfigError as e:
         raise ConfigError(e.key, f"{e.message} (at grid point {where})") from None
-    what = repr(
-        (cfg.strategy, cfg.model, cfg.data)
-    )  # what the fit depends on: seeds and budgets change nothing
+    # what the fit depends on: points that differ only in seed, budget or evaluation share one check
+    what = repr((cfg.strategy, cfg.model, cfg.data))
     if fitted is None or what in fitted:
         return
     fitted.add(what)
