@@ -463,7 +463,7 @@ def test_the_regimes_side_by_side_are_the_vlms_with_a_row_per_setting():
         and "| far (K/V error 0.190; far): seeds |" in lines[2]
     )
     stop_grad = next(line for line in lines if line.startswith("| stop_grad |"))
-    assert stop_grad.startswith("| stop_grad | – | – | – | – | – | – | – | – | – | – | – | – | 1 | 0.50 [")
+    assert stop_grad.startswith("| stop_grad |" + " – |" * 14 + " 1 | 0.50 [")  # 7 columns a VLM
     # two rows of one VLM at one setting (a swept key that is not a strategy option) stay apart
     twins = {"naive lr=1": runs("world", "naive", "s"), "naive lr=2": runs("world", "naive", "s")}
     assert sorted(by_vlm(twins, {})["world"]) == ["naive lr=1", "naive lr=2"]
@@ -473,7 +473,7 @@ def test_side_by_side_intervals_pool_episodes_and_spread_seeds():
     """Episode rates pool every episode of a row's seeds (Wilson); retention, one number per trial, takes its
     interval from the seeds (Student t: with 3 seeds the half-width is 4.30 standard errors)."""
     from kinsul.sweeps.plots import TrialRun
-    from kinsul.sweeps.report import _pooled_ci, _seeds_ci
+    from kinsul.sweeps.report import _at_target, _pooled_ci, _seeds_ci
 
     runs = [TrialRun({"eval/success_heldout": p, "eval/success_heldout_n": 40.0}) for p in (0.2, 0.3, 0.4)]
     assert _pooled_ci(runs, key="eval/success_heldout") == "0.30 [0.23, 0.39] (n=120)"
@@ -482,6 +482,14 @@ def test_side_by_side_intervals_pool_episodes_and_spread_seeds():
     assert _seeds_ci([0.0, 0.3, 0.1]) == "0.13 [0.00, 0.51]"  # a retention is never below 0
     assert _seeds_ci([0.5, None]) == "0.50"  # one seed: no interval
     assert _seeds_ci([]) == "–"
+    # steps to the target: over the seeds that reached it (t interval), the count saying how many did
+    steps = "speed/steps_to_success"
+    three = [TrialRun({steps: v}) for v in (1000.0, 1500.0, 2000.0)]
+    assert _at_target(three, steps) == "3/3: 1,500 [258, 2,742]"
+    one_missed = [TrialRun({steps: 1500.0}), TrialRun({steps: 1750.0}), TrialRun({})]
+    assert _at_target(one_missed, steps) == "2/3: 1,625 [37, 3,213]"
+    assert _at_target([TrialRun({}), TrialRun({})], steps) == "0/2"
+    assert _at_target([], steps) == "–"
 
 
 def test_dry_run_lists_every_point_with_its_run_name_and_creates_nothing(tmp_path, monkeypatch, capsys):

@@ -100,25 +100,35 @@ def _pooled_ci(runs: list[TrialRun], episodes: bool = True, key: str = "eval/suc
     return f"{p:.2f} [{lo:.2f}, {hi:.2f}]" + (f" (n={n})" if episodes else "")
 
 
-def _seeds_ci(values: list[float | None], floor: float = 0.0) -> str:
+def _seeds_ci(values: list[float | None], floor: float = 0.0, fmt: str = ".2f") -> str:
     """Mean over a row's seeds with its 95 % Student-t interval: for a per-trial number that is not a count of
-    episodes (retention), so the seeds are the samples; the interval stops at ``floor``, below which the number
-    cannot go (a retention is >= 0). One seed: its value, no interval."""
+    episodes (retention, steps to the target), so the seeds are the samples; the interval stops at ``floor``,
+    below which the number cannot go (a retention is >= 0). One seed: its value, no interval."""
     values = [v for v in values if v is not None and not math.isnan(v)]
     if not values:
         return "–"
     mean = statistics.fmean(values)
     if len(values) == 1:
-        return f"{mean:.2f}"
+        return f"{mean:{fmt}}"
     half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    return f"{mean:.2f} [{max(mean - half, floor):.2f}, {mean + half:.2f}]"
+    return f"{mean:{fmt}} [{max(mean - half, floor):{fmt}}, {mean + half:{fmt}}]"
+
+
+def _at_target(runs: list[TrialRun], key: str) -> str:
+    """How many of a row's seeds reached the success target within the budget, and the mean over those of
+    ``key`` (steps or robot frames to it) with its t interval: "2/3: 1,625 [...]". A seed that never reached it
+    has no such number, so the interval is over the seeds that did, and the count says how many."""
+    if not runs:
+        return "–"
+    reached = [r.metrics[key] for r in runs if key in r.metrics]
+    return f"{len(reached)}/{len(runs)}" + (f": {_seeds_ci(reached, fmt=',.0f')}" if reached else "")
 
 
 def side_by_side(groups: dict[str, list[TrialRun]], errors: dict[str, float]) -> str:
     """The regimes side by side: a column group per VLM (titled with its K/V location error where measured, and
     the sweeps its runs came from), a row per setting; per VLM its seeds, success, held-out success and language
     following pooled over episodes with their Wilson intervals, retention over seeds with its t interval, and
-    the seeds that reached the success target (steps to it, mean over those seeds)."""
+    the seeds that reached the success target with the steps and robot frames it took them (`_at_target`)."""
     regimes = by_vlm(groups, errors)
     names = sorted({row for rows in regimes.values() for row in rows})
     header = ["setting"]
@@ -128,21 +138,18 @@ def side_by_side(groups: dict[str, list[TrialRun]], errors: dict[str, float]) ->
             ([f"K/V error {errors[vlm]:.3f}"] if vlm in errors else []) + ([sweeps] if sweeps else [])
         )
         header += [f"{vlm or '?'} ({where}): seeds" if where else f"{vlm or '?'}: seeds", "success, 95% CI",
-                   "held-out", "language following", "retention", "at target: steps"]  # fmt: skip
+                   "held-out", "language following", "retention", "at target: steps", "robot frames"]  # fmt: skip
     table = []
     for name in names:
         cells = [name]
         for rows in regimes.values():
             runs = rows.get(name, [])
-            steps = [r.metrics.get("speed/steps_to_success") for r in runs]
-            reached = [v for v in steps if v is not None]
             # a VLM without this setting: dashes (as _pooled_ci and _seeds_ci give for no runs)
             cells += [str(len(runs)) if runs else "–",
                       *(_pooled_ci(runs, False, key) for key in ("eval/success", "eval/success_heldout",
                                                                  "eval/language_following")),
                       _seeds_ci([r.metrics.get("eval/retention") for r in runs]),
-                      f"{len(reached)}/{len(runs)}: {statistics.fmean(reached):.0f}" if reached
-                      else (f"0/{len(runs)}" if runs else "–")]  # fmt: skip
+                      _at_target(runs, "speed/steps_to_success"), _at_target(runs, "speed/frames_to_success")]  # fmt: skip
         table.append(cells)
     title = "The regimes side by side (a column group per VLM, a row per setting):"
     return f"{title}\n\n{_markdown(header, table)}"
