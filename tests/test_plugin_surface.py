@@ -59,9 +59,8 @@ sweep:
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("kinsul")]
     assert len(err) == 1 and "has 2 decoder layers" in err[0] and "strategy.options.k=3" in err[0], err
     assert "no trial was started" in err[0]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "k.yaml"
-    ]  # no study, no MLflow store, no data, no run
+    # no study, no MLflow store, no data, no run
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.yaml"]
 
 
 def test_trainable_counts_per_group_are_printed_and_logged(micro_root, capsys):

@@ -38,6 +38,13 @@ def _stats(runs: list[TrialRun], key: str) -> tuple[float, float]:
     return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
 
 
+def _steps_stats(runs: list[TrialRun]) -> tuple[float, float]:
+    """Mean and std over a row's seeds of the steps to the success target; a seed that never reached it counts
+    at its budget (the speed is 'more than max_steps')."""
+    xs = [r.metrics.get("speed/steps_to_success", r.max_steps) for r in runs]
+    return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
 def pooled_success(runs: list[TrialRun], key: str = "eval/success") -> tuple[float, float, float, int] | None:
     """(rate, 95 % Wilson low, high, episodes) over every episode of a row's trials behind the episode rate
     ``key`` (headline success; eval/success_heldout, eval/language_following: each logged with its ``_n``); None
@@ -184,14 +191,10 @@ def speed_vs_retention(groups: dict[str, list[TrialRun]], out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for label, runs in groups.items():
         colour, marker = styles[label]
-        xs = [r.metrics.get("speed/steps_to_success", r.max_steps) for r in runs]
-        ys = [r.metrics.get("eval/retention", math.nan) for r in runs]
+        x, sx = _steps_stats(runs)
+        y, sy = _stats(runs, "eval/retention")
         reached = all("speed/steps_to_success" in r.metrics for r in runs)
-        sx = statistics.stdev(xs) if len(xs) > 1 else 0.0
-        ys_ok = [y for y in ys if not math.isnan(y)]
-        y = statistics.fmean(ys_ok) if ys_ok else math.nan
-        sy = statistics.stdev(ys_ok) if len(ys_ok) > 1 else 0.0
-        ax.errorbar([statistics.fmean(xs)], [y], xerr=[sx], yerr=[sy], fmt=marker, ms=7, capsize=3,
+        ax.errorbar([x], [y], xerr=[sx], yerr=[sy], fmt=marker, ms=7, capsize=3,
                     color=colour, mfc=colour if reached else "none", label=label)  # fmt: skip
     if not any("speed/steps_to_success" in r.metrics for runs in groups.values() for r in runs):
         ax.text(0.5, 0.5, "no trial reached the success target within its budget:\nsee success_vs_retention.png",
@@ -243,14 +246,8 @@ def _gap_bar(runs: list[TrialRun], key: str) -> tuple[float, float, float] | Non
             return None
         p, lo, hi, _ = pooled
         return p, p - lo, hi - p
-    if key == "speed/steps_to_success":
-        vals = [r.metrics.get(key, r.max_steps) for r in runs]
-    else:
-        vals = [r.metrics[key] for r in runs if key in r.metrics and not math.isnan(r.metrics[key])]
-    if not vals:
-        return None
-    std = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    return statistics.fmean(vals), std, std
+    mean, std = _steps_stats(runs) if key == "speed/steps_to_success" else _stats(runs, key)
+    return None if math.isnan(mean) else (mean, std, std)
 
 
 def domain_gap(groups: dict[str, list[TrialRun]], errors: dict[str, float], out: Path) -> Path | None:
